@@ -1,0 +1,37 @@
+# The two commands: `make run` (everything, on the embedded default) and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+
+.PHONY: run test lint format bench install clean-data
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (found " + sys.version.split()[0] + ")")'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	@touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(PY) -m config.devrun
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+# pytest exits 5 when no test ran: that fails `make test` too.
+test: lint
+	$(PY) -m config.embedded -- $(PY) -m pytest $(PYTEST_ARGS)
+
+bench: install
+	$(PY) -m config.embedded -- $(PY) -m bench
+
+# Removes the embedded servers' data (the demo tenant, messages...): asks first.
+clean-data:
+	@read -p "Delete .local/ (all local data)? [y/N] " answer && [ "$$answer" = y ] && rm -rf .local || true

@@ -1,0 +1,240 @@
+"""Settings, all read from the environment (django-environ). `.env.example` lists each one.
+
+APP_ENV=production refuses to start without its secrets; development and test have
+safe defaults that point at the embedded PostgreSQL and Redis (config/embedded.py).
+"""
+
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+from config.embedded import EMBEDDED_DATABASE_URL, EMBEDDED_REDIS_URL
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+APP_ENV = env.str("APP_ENV", default="development")
+if APP_ENV not in ("development", "test", "production"):
+    raise ImproperlyConfigured(f"APP_ENV must be development, test or production, not {APP_ENV!r}")
+PRODUCTION = APP_ENV == "production"
+
+_REQUIRED_IN_PRODUCTION = (
+    "SECRET_KEY",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "FIELD_ENCRYPTION_KEYS",
+    "BASE_DOMAIN",
+    "PUBLIC_URL",
+)
+if PRODUCTION:
+    _missing = [name for name in _REQUIRED_IN_PRODUCTION if not env.str(name, default="")]
+    if _missing:
+        raise ImproperlyConfigured(
+            "Production refuses to start without: " + ", ".join(_missing) + ". See .env.example."
+        )
+
+SECRET_KEY = env.str("SECRET_KEY", default="dev-only-insecure-secret-key-change-me-0123456789")
+DEBUG = env.bool("DEBUG", default=not PRODUCTION)
+
+# Tenants live at <slug>.<BASE_DOMAIN>; the platform admin at BASE_DOMAIN itself.
+BASE_DOMAIN = env.str("BASE_DOMAIN", default="localhost")
+PUBLIC_URL = env.str("PUBLIC_URL", default=f"http://{BASE_DOMAIN}:8000").rstrip("/")
+ALLOWED_HOSTS = [BASE_DOMAIN, f".{BASE_DOMAIN}", *env.list("EXTRA_ALLOWED_HOSTS", default=[])]
+if not PRODUCTION:
+    ALLOWED_HOSTS += ["127.0.0.1", "testserver"]
+CSRF_TRUSTED_ORIGINS = env.list(
+    "CSRF_TRUSTED_ORIGINS",
+    default=[
+        f"http://*.{BASE_DOMAIN}:8000",
+        f"https://*.{BASE_DOMAIN}",
+        f"http://{BASE_DOMAIN}:8000",
+    ],
+)
+
+# Fernet keys for provider credentials at rest; the first encrypts, all decrypt (rotation).
+FIELD_ENCRYPTION_KEYS = env.list(
+    "FIELD_ENCRYPTION_KEYS", default=["ZGV2LW9ubHktZmllbGQta2V5LW5vdC1mb3ItcHJvZHVjdGlvbiE="]
+)
+
+# --- applications: django-tenants splits them between the public and tenant schemas
+
+SHARED_APPS = [
+    "django_tenants",
+    "tenants",
+    "sessions_app",
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.admin",
+    "django.contrib.staticfiles",
+    "django_celery_beat",
+    "channels",
+    "rest_framework",
+    "drf_spectacular",
+    "dashboard",
+]
+TENANT_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "dashboard",
+    "messaging",
+    "orders",
+]
+INSTALLED_APPS = SHARED_APPS + [app for app in TENANT_APPS if app not in SHARED_APPS]
+
+TENANT_MODEL = "tenants.Tenant"
+TENANT_DOMAIN_MODEL = "tenants.Domain"
+# New tenants are cloned from this always-migrated template schema (fast provisioning).
+TENANT_BASE_SCHEMA = "tenant_template"
+TENANT_CREATION_FAKES_MIGRATIONS = True
+PUBLIC_SCHEMA_URLCONF = "config.urls_public"
+ROOT_URLCONF = "config.urls_tenant"
+
+MIDDLEWARE = [
+    "config.health.HealthMiddleware",
+    "tenants.middleware.TenantMiddleware",
+    "tenants.middleware.SuspendedTenantMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "django.template.context_processors.i18n",
+            ],
+        },
+    },
+]
+
+ASGI_APPLICATION = "config.asgi.application"
+
+# --- data stores
+
+_database = env.db_url("DATABASE_URL", default=EMBEDDED_DATABASE_URL)
+_database["ENGINE"] = "django_tenants.postgresql_backend"
+_database["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=0)
+_database["CONN_HEALTH_CHECKS"] = True
+_database.setdefault("OPTIONS", {})["connect_timeout"] = 5
+_database["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME", default=f"test_{_database['NAME']}")}
+DATABASES = {"default": _database}
+DATABASE_ROUTERS = ("django_tenants.routers.TenantSyncRouter",)
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = env.str("REDIS_URL", default=EMBEDDED_REDIS_URL)
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL], "prefix": "asgi", "capacity": 1000, "expiry": 60},
+    }
+}
+
+# --- Celery (config/celery.py); the tenant schema travels in every task's headers
+
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
+CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default=REDIS_URL)
+CELERY_RESULT_EXPIRES = 3600
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TIMEZONE = "UTC"
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_TASK_ALWAYS_EAGER = False
+CELERY_IMPORTS = ["config.tasks"]
+
+# Heartbeats of workers and session runners, read by /health/.
+HEARTBEAT_INTERVAL_SECONDS = env.int("HEARTBEAT_INTERVAL_SECONDS", default=10)
+HEARTBEAT_STALE_SECONDS = env.int("HEARTBEAT_STALE_SECONDS", default=30)
+
+# --- auth, i18n, static
+
+AUTH_USER_MODEL = "dashboard.User"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "dashboard:home"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "he"
+LANGUAGES = [("he", "עברית"), ("en", "English"), ("ar", "العربية")]
+LOCALE_PATHS = [BASE_DIR / "locale"]
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = BASE_DIR / ".local" / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+WHITENOISE_USE_FINDERS = True  # serve straight from the apps in development and tests
+
+SESSION_COOKIE_SECURE = PRODUCTION
+CSRF_COOKIE_SECURE = PRODUCTION
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if PRODUCTION else None
+USE_X_FORWARDED_HOST = env.bool("USE_X_FORWARDED_HOST", default=PRODUCTION)
+
+EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")
+vars().update(EMAIL_CONFIG)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default=f"noreply@{BASE_DOMAIN}")
+
+# --- logging: every line carries the tenant schema
+
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {
+        "tenant_context": {"()": "django_tenants.log.TenantContextFilter"},
+        # A 503 from /health/ is an answer, not an error of ours: keep it out of the log.
+        "skip_health": {"()": "config.health.SkipHealthRequestsFilter"},
+    },
+    "formatters": {
+        "tenant": {
+            "format": "%(asctime)s %(levelname)s [%(schema_name)s] %(name)s: %(message)s",
+        },
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "filters": ["tenant_context"],
+            "formatter": "tenant",
+        },
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        "django.request": {
+            "handlers": ["console"],
+            "filters": ["skip_health"],
+            "propagate": False,
+        },
+        "django.db.backends": {"level": "WARNING"},
+        "uvicorn.access": {"level": "WARNING"},
+    },
+}

@@ -1,0 +1,10 @@
+"""URLs of a tenant's host (<slug>.BASE_DOMAIN): its dashboard, API and webhooks."""
+
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+
+urlpatterns = [
+    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("", include("dashboard.urls")),
+]
