@@ -27,7 +27,7 @@ format: install
 
 # pytest exits 5 when no test ran: that fails `make test` too.
 test: lint
-	$(PY) -m config.embedded -- $(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m config.embedded --redis-db 1 -- $(PY) -m pytest $(PYTEST_ARGS)
 
 bench: install
 	$(PY) -m config.embedded -- $(PY) -m bench

@@ -9,6 +9,7 @@ data folder (a `make run` in another terminal) is reused and left running.
 This module must not import Django: it runs before settings can be read.
 
     python -m config.embedded -- pytest -q     # run a command with the servers up
+    python -m config.embedded --redis-db 1 -- pytest   # ... with Redis database 1
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +31,8 @@ DATA_DIR = Path(os.environ.get("EMBEDDED_DATA_DIR", ROOT / ".local"))
 PG_PORT = int(os.environ.get("EMBEDDED_PG_PORT", "54329"))
 REDIS_PORT = int(os.environ.get("EMBEDDED_REDIS_PORT", "63790"))
 DATABASE_NAME = "whatsapp_platform"
+# pgserver asks platformdirs for a runtime folder at import; we never use it.
+warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
 HOST = "127.0.0.1"
 
 # The URLs settings.py falls back to in development: the embedded servers.
@@ -180,9 +184,8 @@ class EmbeddedRedis:
     process: subprocess.Popen | None = None
     started_here: bool = False
 
-    @property
-    def url(self) -> str:
-        return f"redis://{HOST}:{self.port}/0"
+    def url(self, db: int = 0) -> str:
+        return f"redis://{HOST}:{self.port}/{db}"
 
     def start(self) -> None:
         pid_file = self.data_dir / "redis.pid"
@@ -217,9 +220,10 @@ class EmbeddedRedis:
 
 
 @contextlib.contextmanager
-def embedded_services(env: dict[str, str] | None = None):
+def embedded_services(env: dict[str, str] | None = None, *, redis_db: int = 0):
     """Start whichever of PostgreSQL and Redis the environment does not name.
 
+    `redis_db` keeps the test suite's queues and channels apart from `make run`'s.
     Yields the environment to give child processes (DATABASE_URL and REDIS_URL set).
     Servers started here are stopped on exit; servers found running are left alone.
     """
@@ -235,7 +239,7 @@ def embedded_services(env: dict[str, str] | None = None):
             redis = EmbeddedRedis()
             redis.start()
             started.append(redis)
-            env["REDIS_URL"] = redis.url
+            env["REDIS_URL"] = redis.url(redis_db)
         yield env
     finally:
         for server in reversed(started):
@@ -244,10 +248,12 @@ def embedded_services(env: dict[str, str] | None = None):
 
 def main(argv: list[str]) -> int:
     if "--" not in argv:
-        print("usage: python -m config.embedded -- <command> [args...]", file=sys.stderr)
+        usage = "usage: python -m config.embedded [--redis-db N] -- <command> [args...]"
+        print(usage, file=sys.stderr)
         return 2
-    command = argv[argv.index("--") + 1 :]
-    with embedded_services() as env:
+    options, command = argv[: argv.index("--")], argv[argv.index("--") + 1 :]
+    redis_db = int(options[options.index("--redis-db") + 1]) if "--redis-db" in options else 0
+    with embedded_services(redis_db=redis_db) as env:
         child = subprocess.Popen(command, env=env)
         try:
             return child.wait()

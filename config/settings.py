@@ -4,6 +4,7 @@ APP_ENV=production refuses to start without its secrets; development and test ha
 safe defaults that point at the embedded PostgreSQL and Redis (config/embedded.py).
 """
 
+import warnings
 from pathlib import Path
 
 import environ
@@ -190,9 +191,10 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "/static/"
-STATIC_ROOT = BASE_DIR / ".local" / "staticfiles"
+STATIC_ROOT = BASE_DIR / "staticfiles"  # filled by `collectstatic` (the Docker image runs it)
 STATICFILES_DIRS = [BASE_DIR / "static"]
 WHITENOISE_USE_FINDERS = True  # serve straight from the apps in development and tests
+warnings.filterwarnings("ignore", message="No directory at")  # whitenoise, before collectstatic
 
 SESSION_COOKIE_SECURE = PRODUCTION
 CSRF_COOKIE_SECURE = PRODUCTION

@@ -19,15 +19,21 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self):
         tenant, user = self.scope.get("tenant"), self.scope.get("user")
         if tenant is None or not tenant.is_active:
-            await self.close(code=CLOSE_FORBIDDEN)
+            await self.refuse(CLOSE_FORBIDDEN)
             return
         if user is None or not user.is_authenticated:
-            await self.close(code=CLOSE_UNAUTHENTICATED)
+            await self.refuse(CLOSE_UNAUTHENTICATED)
             return
         self.group = tenant_group(tenant.schema_name)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
         await self.send_json({"type": "hello", "tenant": tenant.slug})
+
+    async def refuse(self, code: int) -> None:
+        # Accept, then close with a code: a browser can read the code and stop retrying,
+        # where a refused handshake looks like a network error worth retrying.
+        await self.accept()
+        await self.close(code=code)
 
     async def disconnect(self, code):
         if self.group:

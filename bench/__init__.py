@@ -1,0 +1,1 @@
+"""Benchmarks: `make bench` runs them all against a throwaway database (bench/common.py)."""

@@ -1,0 +1,103 @@
+"""What every benchmark shares: a throwaway database, a stopwatch and its figures.
+
+A benchmark never touches the developer's data: `fresh_database()` points Django at
+the database `bench_whatsapp_platform` on the same server as DATABASE_URL, dropped and
+recreated, then migrated with `migrate_platform` exactly as a deploy would.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+BENCH_DATABASE_NAME = "bench_whatsapp_platform"
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One measured value, printed in the final table next to its target."""
+
+    name: str
+    value: float
+    unit: str
+    target: str = ""
+
+    def formatted_value(self) -> str:
+        if self.unit == "s":
+            return f"{self.value:.3f} s"
+        if self.unit == "ms":
+            return f"{self.value:.1f} ms"
+        if self.unit in ("req/s", "MiB", "%"):
+            return f"{self.value:.1f} {self.unit}"
+        return f"{self.value:g} {self.unit}".strip()
+
+
+def bench_database_url(url: str) -> str:
+    """`url` with its database name replaced by the bench database's."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{BENCH_DATABASE_NAME}"))
+
+
+def _recreate_database(url: str) -> None:
+    import psycopg
+
+    parts = urlsplit(url)
+    maintenance = urlunsplit(parts._replace(path="/postgres"))
+    with psycopg.connect(maintenance, autocommit=True) as conn:
+        # FORCE ends connections a previous benchmark's server may have left behind.
+        conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DATABASE_NAME}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{BENCH_DATABASE_NAME}"')
+
+
+def fresh_database() -> None:
+    """Give the calling benchmark an empty, migrated bench database and set Django up.
+
+    May be called once per benchmark: the first call sets Django up, later calls close
+    its connections before the database is dropped under them.
+    """
+    import django
+    from django.apps import apps
+
+    if not os.environ.get("DATABASE_URL"):
+        raise SystemExit("DATABASE_URL is not set: run the benchmarks with `make bench`.")
+    url = bench_database_url(os.environ["DATABASE_URL"])
+    os.environ["DATABASE_URL"] = url  # before django.setup(): settings read it once
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    os.environ.setdefault("LOG_LEVEL", "WARNING")  # no "tenant created" line per tenant
+    if apps.ready:
+        from django.db import connections
+
+        connections.close_all()
+    _recreate_database(url)
+    django.setup()
+
+    from django.core.management import call_command
+
+    call_command("migrate_platform", verbosity=0)
+
+
+class Stopwatch:
+    seconds: float = 0.0
+
+
+@contextmanager
+def timed() -> Iterator[Stopwatch]:
+    """`with timed() as watch: ...` then `watch.seconds` is the block's wall time."""
+    watch = Stopwatch()
+    started = time.perf_counter()
+    try:
+        yield watch
+    finally:
+        watch.seconds = time.perf_counter() - started
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """The value below which `fraction` (0..1) of `values` fall."""
+    if len(values) < 2:
+        return values[0] if values else float("nan")
+    return statistics.quantiles(values, n=100, method="inclusive")[round(fraction * 100) - 1]

@@ -1,0 +1,239 @@
+"""Fixtures shared by the suite. Everything runs against real PostgreSQL and Redis.
+
+Most tests need their rows *committed*, because the web server, the Celery worker and
+the session runner they talk to are real processes with their own connections. So the
+tenant fixtures commit, and clean up after themselves by dropping what they created.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from django.conf import settings
+from django.db import connection
+from django_tenants.utils import schema_context
+
+from config.heartbeats import RUNNERS, WORKERS, heartbeats_read
+from tenants.models import Tenant
+from tenants.services import NewTenant, tenant_base_schema_migrate, tenant_create
+
+ROOT = Path(__file__).resolve().parent.parent
+OWNER_PASSWORD = "Correct-Horse-42!"
+PROCESS_START_TIMEOUT = 60
+
+
+@pytest.fixture(scope="session")
+def platform(django_db_setup, django_db_blocker):
+    """The test database, migrated, with the public tenant and the template schema."""
+    from tenants.services import tenant_public_ensure
+
+    with django_db_blocker.unblock():
+        tenant_public_ensure()
+        tenant_base_schema_migrate()
+    return True
+
+
+@pytest.fixture
+def committed_db(platform, django_db_blocker):
+    """Database access with real commits, visible to other processes."""
+    with django_db_blocker.unblock():
+        yield
+        connection.set_schema_to_public()
+
+
+@pytest.fixture
+def make_tenant(committed_db):
+    """Create tenants through the real service; drop their schemas afterwards."""
+    created: list[Tenant] = []
+
+    def make(slug: str | None = None, **fields) -> Tenant:
+        slug = slug or f"t{uuid.uuid4().hex[:10]}"
+        tenant = tenant_create(
+            NewTenant(
+                slug=slug,
+                name=fields.pop("name", f"Business {slug}"),
+                owner_email=fields.pop("owner_email", f"owner@{slug}.example.com"),
+                owner_password=OWNER_PASSWORD,
+                **fields,
+            )
+        )
+        created.append(tenant)
+        return tenant
+
+    yield make
+    connection.set_schema_to_public()
+    for tenant in created:
+        tenant.delete(force_drop=True)
+
+
+def host_of(tenant: Tenant) -> str:
+    return f"{tenant.slug}.{settings.BASE_DOMAIN}"
+
+
+def owner_email(tenant: Tenant) -> str:
+    with schema_context(tenant.schema_name):
+        from django.contrib.auth import get_user_model
+
+        return get_user_model().objects.get(role="owner").email
+
+
+# --- real processes -------------------------------------------------------------------
+
+
+def process_env() -> dict[str, str]:
+    """The environment for child processes: the *test* database, the same Redis."""
+    db = connection.settings_dict
+    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
+    return {
+        **os.environ,
+        "DATABASE_URL": f"postgres://{db['USER']}{password}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "REDIS_URL": settings.REDIS_URL,
+        "APP_ENV": "test",
+        "PYTHONUNBUFFERED": "1",
+        "HEARTBEAT_INTERVAL_SECONDS": "2",
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ChildProcess:
+    def __init__(self, name: str, command: list[str], log_dir: Path):
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        self.log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            command, cwd=ROOT, env=process_env(), stdout=self.log, stderr=subprocess.STDOUT
+        )
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def assert_running(self) -> None:
+        if self.process.poll() is not None:
+            raise AssertionError(f"{self.name} exited early:\n{self.output()[-3000:]}")
+
+    def stop(self, timeout: float = 20) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+
+
+def wait_until(condition, *, timeout: float, what: str, child: ChildProcess | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if child is not None:
+            child.assert_running()
+        result = condition()
+        if result:
+            return result
+        time.sleep(0.2)
+    details = f"\n{child.name} output:\n{child.output()[-3000:]}" if child else ""
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}{details}")
+
+
+@pytest.fixture(scope="session")
+def process_logs(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("process-logs")
+
+
+@pytest.fixture(scope="session")
+def web_server(platform, django_db_blocker, process_logs):
+    """The real ASGI server (uvicorn), as `make run` starts it. Yields its base URL."""
+    port = free_port()
+    with django_db_blocker.unblock():
+        child = ChildProcess(
+            "web",
+            [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1",
+             "--port", str(port), "--lifespan", "off", "--no-access-log"],
+            process_logs,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        try:
+            return httpx.get(f"{url}/health/", timeout=2).status_code in (200, 503)
+        except httpx.HTTPError:
+            return False
+
+    wait_until(answers, timeout=PROCESS_START_TIMEOUT, what="the web server", child=child)
+    yield url
+    child.stop()
+
+
+@pytest.fixture(scope="session")
+def celery_worker(platform, django_db_blocker, process_logs):
+    """A real Celery worker process (prefork, as in production)."""
+    with django_db_blocker.unblock():
+        child = ChildProcess(
+            "worker",
+            [sys.executable, "-m", "celery", "-A", "config", "worker", "--loglevel", "INFO",
+             "--concurrency", "2", "--hostname", f"test-{uuid.uuid4().hex[:6]}@%h"],
+            process_logs,
+        )  # fmt: skip
+    name = wait_until(
+        lambda: next(
+            (b.name for b in heartbeats_read(WORKERS) if b.fresh and "test-" in b.name), None
+        ),
+        timeout=PROCESS_START_TIMEOUT,
+        what="the Celery worker's heartbeat",
+        child=child,
+    )
+    yield name
+    child.stop()
+
+
+@pytest.fixture(scope="session")
+def session_runner(platform, django_db_blocker, process_logs):
+    """A real session runner process (`manage.py run_sessions`)."""
+    runner_name = f"test-runner-{uuid.uuid4().hex[:6]}"
+    with django_db_blocker.unblock():
+        child = ChildProcess(
+            "sessions",
+            [sys.executable, "manage.py", "run_sessions", "--name", runner_name],
+            process_logs,
+        )
+    wait_until(
+        lambda: any(b.name == runner_name and b.fresh for b in heartbeats_read(RUNNERS)),
+        timeout=PROCESS_START_TIMEOUT,
+        what="the session runner's heartbeat",
+        child=child,
+    )
+    yield runner_name
+    child.stop()
+
+
+def login(
+    base_url: str, tenant: Tenant, *, email: str, password: str = OWNER_PASSWORD
+) -> httpx.Client:
+    """Sign in through the real login page; returns a client holding the session cookie."""
+    client = httpx.Client(base_url=base_url, headers={"Host": host_of(tenant)}, timeout=10)
+    page = client.get("/login/")
+    assert page.status_code == 200, page.text[:500]
+    response = client.post(
+        "/login/",
+        data={
+            "username": email,
+            "password": password,
+            "csrfmiddlewaretoken": client.cookies["csrftoken"],
+        },
+    )
+    assert response.status_code == 302, (
+        f"login failed: {response.status_code} {response.text[:500]}"
+    )
+    assert "sessionid" in client.cookies
+    return client
