@@ -219,6 +219,18 @@ class EmbeddedRedis:
         self.process = None
 
 
+def _dotenv_names(path: Path = ROOT / ".env") -> set[str]:
+    """Variables set in .env, which settings.py reads too (the shell's values win)."""
+    if not path.exists():
+        return set()
+    names = set()
+    for line in path.read_text().splitlines():
+        name, sep, value = line.strip().removeprefix("export ").partition("=")
+        if sep and value.strip() and not name.startswith("#"):
+            names.add(name.strip())
+    return names
+
+
 @contextlib.contextmanager
 def embedded_services(env: dict[str, str] | None = None, *, redis_db: int = 0):
     """Start whichever of PostgreSQL and Redis the environment does not name.
@@ -228,14 +240,15 @@ def embedded_services(env: dict[str, str] | None = None, *, redis_db: int = 0):
     Servers started here are stopped on exit; servers found running are left alone.
     """
     env = dict(os.environ if env is None else env)
+    configured = {name for name, value in env.items() if value} | _dotenv_names()
     started: list[EmbeddedPostgres | EmbeddedRedis] = []
     try:
-        if not env.get("DATABASE_URL"):
+        if "DATABASE_URL" not in configured:
             postgres = EmbeddedPostgres()
             postgres.start()
             started.append(postgres)
             env["DATABASE_URL"] = postgres.url
-        if not env.get("REDIS_URL"):
+        if "REDIS_URL" not in configured:
             redis = EmbeddedRedis()
             redis.start()
             started.append(redis)

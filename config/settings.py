@@ -37,7 +37,8 @@ if PRODUCTION:
             "Production refuses to start without: " + ", ".join(_missing) + ". See .env.example."
         )
 
-SECRET_KEY = env.str("SECRET_KEY", default="dev-only-insecure-secret-key-change-me-0123456789")
+_DEV_SECRET_KEY = "dev-only-insecure-secret-key-change-me-0123456789"  # noqa: S105
+SECRET_KEY = env.str("SECRET_KEY", default=_DEV_SECRET_KEY)
 DEBUG = env.bool("DEBUG", default=not PRODUCTION)
 
 # Tenants live at <slug>.<BASE_DOMAIN>; the platform admin at BASE_DOMAIN itself.
@@ -56,9 +57,26 @@ CSRF_TRUSTED_ORIGINS = env.list(
 )
 
 # Fernet keys for provider credentials at rest; the first encrypts, all decrypt (rotation).
-FIELD_ENCRYPTION_KEYS = env.list(
-    "FIELD_ENCRYPTION_KEYS", default=["ZGV2LW9ubHktZmllbGQta2V5LW5vdC1mb3ItcHJvZHVjdGlvbiE="]
-)
+_DEV_FIELD_KEY = "8DKChZ8Ej0Vxkz2a51Gj5uY2d6OsSxKmiK12tWX8Y3Y="  # public: development only
+FIELD_ENCRYPTION_KEYS = env.list("FIELD_ENCRYPTION_KEYS", default=[_DEV_FIELD_KEY])
+
+if PRODUCTION:
+    _unsafe = []
+    if SECRET_KEY == _DEV_SECRET_KEY or len(SECRET_KEY) < 32:
+        _unsafe.append("SECRET_KEY must be a long random value, not the development one")
+    if _DEV_FIELD_KEY in FIELD_ENCRYPTION_KEYS:
+        _unsafe.append("FIELD_ENCRYPTION_KEYS must not contain the development key")
+    try:
+        from cryptography.fernet import Fernet
+
+        for _key in FIELD_ENCRYPTION_KEYS:
+            Fernet(_key)
+    except ValueError:
+        _unsafe.append("every FIELD_ENCRYPTION_KEYS entry must be a Fernet key (see .env.example)")
+    if DEBUG:
+        _unsafe.append("DEBUG must be off")
+    if _unsafe:
+        raise ImproperlyConfigured("Production refuses to start: " + "; ".join(_unsafe) + ".")
 
 # --- applications: django-tenants splits them between the public and tenant schemas
 
@@ -199,6 +217,9 @@ warnings.filterwarnings("ignore", message="No directory at")  # whitenoise, befo
 SESSION_COOKIE_SECURE = PRODUCTION
 CSRF_COOKIE_SECURE = PRODUCTION
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if PRODUCTION else None
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
+SECURE_REDIRECT_EXEMPT = [r"^health/$"]  # load balancers probe over plain HTTP
 USE_X_FORWARDED_HOST = env.bool("USE_X_FORWARDED_HOST", default=PRODUCTION)
 
 EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+from cryptography.fernet import Fernet
 from django.conf import settings
 from django_tenants.log import TenantContextFilter
 from django_tenants.utils import schema_context
@@ -34,7 +35,7 @@ def test_production_starts_with_its_secrets_and_turns_debug_off():
         **os.environ,
         "APP_ENV": "production",
         "SECRET_KEY": "x" * 50,
-        "FIELD_ENCRYPTION_KEYS": "ZGV2LW9ubHktZmllbGQta2V5LW5vdC1mb3ItcHJvZHVjdGlvbiE=",
+        "FIELD_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
         "BASE_DOMAIN": "wa.example.com",
         "PUBLIC_URL": "https://wa.example.com",
     }
@@ -47,6 +48,22 @@ def test_production_starts_with_its_secrets_and_turns_debug_off():
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False True ['wa.example.com', '.wa.example.com']"
+
+
+def test_production_refuses_development_secrets_and_debug():
+    env = {
+        **os.environ,
+        "APP_ENV": "production",
+        "SECRET_KEY": "dev-only-insecure-secret-key-change-me-0123456789",
+        "FIELD_ENCRYPTION_KEYS": "not-a-fernet-key",
+        "BASE_DOMAIN": "wa.example.com",
+        "PUBLIC_URL": "https://wa.example.com",
+        "DEBUG": "true",
+    }
+    result = _django_check(env)
+    assert result.returncode != 0
+    for problem in ("SECRET_KEY must be", "Fernet key", "DEBUG must be off"):
+        assert problem in result.stderr
 
 
 def test_development_has_safe_defaults_without_any_variable():
