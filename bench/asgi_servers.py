@@ -22,6 +22,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
 
 import psutil
 
@@ -98,11 +99,29 @@ async def _load(port: int, connections: int, start_at: float, stop_at: float):
     return await asyncio.gather(*(_client(port, stop_at) for _ in range(connections)))
 
 
-def _load_process(port: int, connections: int, start_at: float, stop_at: float):
-    """Entry point of one load process: latencies, errors and the CPU it used."""
+@dataclass
+class Load:
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
+    cpu_seconds: float = 0.0  # what generating the load cost
+
+    def __add__(self, other: Load) -> Load:
+        return Load(
+            self.latencies + other.latencies,
+            self.errors + other.errors,
+            self.cpu_seconds + other.cpu_seconds,
+        )
+
+
+def _load_process(port: int, connections: int, start_at: float, stop_at: float) -> Load:
+    """Entry point of one load process."""
+    cpu_before = time.process_time()
     results = asyncio.run(_load(port, connections, start_at, stop_at))
-    latencies = [latency for client_latencies, _ in results for latency in client_latencies]
-    return latencies, sum(errors for _, errors in results), time.process_time()
+    return Load(
+        latencies=[latency for client_latencies, _ in results for latency in client_latencies],
+        errors=sum(errors for _, errors in results),
+        cpu_seconds=time.process_time() - cpu_before,
+    )
 
 
 # --- the servers
@@ -168,6 +187,20 @@ def _stop(server: subprocess.Popen) -> None:
         server.wait()
 
 
+def _drive(port: int, pool) -> Load:
+    """CONCURRENCY connections for DURATION_SECONDS, shared by the load processes."""
+    start_at = time.time() + 1.0  # lets every load process get ready
+    stop_at = start_at + DURATION_SECONDS
+    share = CONCURRENCY // LOAD_PROCESSES
+    loads = pool.starmap(_load_process, [(port, share, start_at, stop_at)] * LOAD_PROCESSES)
+    return sum(loads, Load())
+
+
+def _cpu_seconds(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
 def _measure(name: str, pool) -> list[Figure]:
     port = _free_port()
     with tempfile.TemporaryFile("w+") as log:
@@ -177,39 +210,31 @@ def _measure(name: str, pool) -> list[Figure]:
         try:
             for _ in range(WARMUP_REQUESTS):
                 _status(port)
-            server_cpu = psutil.Process(server.pid).cpu_times()
-            start_at = time.time() + 1.0  # lets every load process get ready
-            stop_at = start_at + DURATION_SECONDS
-            share = CONCURRENCY // LOAD_PROCESSES
-            results = pool.starmap(
-                _load_process, [(port, share, start_at, stop_at)] * LOAD_PROCESSES
-            )
-            server_cpu_after = psutil.Process(server.pid).cpu_times()
+            server_cpu = _cpu_seconds(server.pid)
+            load = _drive(port, pool)
+            server_cpu = _cpu_seconds(server.pid) - server_cpu
         finally:
             _stop(server)
             rss.done.set()
             rss.join()
 
-    latencies = sorted(latency for result in results for latency in result[0])
-    errors = sum(result[1] for result in results)
-    busy = (server_cpu_after.user + server_cpu_after.system) - (server_cpu.user + server_cpu.system)
-    client_cpu = sum(result[2] for result in results)
+    latencies = sorted(load.latencies)
     print(
-        f"  {name}: {len(latencies)} requests; server CPU {busy / DURATION_SECONDS:.0%} of a core,"
-        f" load generator CPU {client_cpu / DURATION_SECONDS:.0%} of a core",
+        f"  {name}: {len(latencies)} requests; server CPU {server_cpu / DURATION_SECONDS:.0%}"
+        f" of a core, load generator CPU {load.cpu_seconds / DURATION_SECONDS:.0%} of a core",
         flush=True,
     )
-    better = "(baseline)" if name == BASELINE else f"vs {BASELINE}"
+
+    def target(relation: str) -> str:
+        return "(baseline)" if name == BASELINE else f"{relation} {BASELINE}"
+
     return [
-        Figure(f"{name} requests/second", len(latencies) / DURATION_SECONDS, "req/s",
-               "(baseline)" if name == BASELINE else f">= {BASELINE}"),
-        Figure(f"{name} p50 latency", percentile(latencies, 0.50) * 1000, "ms",
-               "(baseline)" if name == BASELINE else f"<= {BASELINE}"),
-        Figure(f"{name} p95 latency", percentile(latencies, 0.95) * 1000, "ms",
-               "(baseline)" if name == BASELINE else f"<= {BASELINE}"),
-        Figure(f"{name} errors", errors, "", "0"),
-        Figure(f"{name} peak RSS", rss.peak / 2**20, "MiB", better),
-    ]  # fmt: skip
+        Figure(f"{name} requests/second", len(latencies) / DURATION_SECONDS, "req/s", target(">=")),
+        Figure(f"{name} p50 latency", percentile(latencies, 0.50) * 1000, "ms", target("<=")),
+        Figure(f"{name} p95 latency", percentile(latencies, 0.95) * 1000, "ms", target("<=")),
+        Figure(f"{name} errors", load.errors, "", "0"),
+        Figure(f"{name} peak RSS", rss.peak / 2**20, "MiB", target("<=")),
+    ]
 
 
 def run() -> list[Figure]:

@@ -90,6 +90,7 @@ SHARED_APPS = [
     "django.contrib.messages",
     "django.contrib.admin",
     "django.contrib.staticfiles",
+    "django.contrib.postgres",
     "django_celery_beat",
     "channels",
     "rest_framework",
@@ -187,6 +188,10 @@ CELERY_IMPORTS = ["config.tasks"]
 # Heartbeats of workers and session runners, read by /health/.
 HEARTBEAT_INTERVAL_SECONDS = env.int("HEARTBEAT_INTERVAL_SECONDS", default=10)
 HEARTBEAT_STALE_SECONDS = env.int("HEARTBEAT_STALE_SECONDS", default=30)
+# A runner holds each session through a Redis lease of this many seconds, renewed on
+# every tick; a dead runner's sessions move within about this time plus one scan.
+SESSION_LEASE_TTL_SECONDS = env.int("SESSION_LEASE_TTL_SECONDS", default=10)
+SESSION_SCAN_SECONDS = env.float("SESSION_SCAN_SECONDS", default=2.0)
 
 # --- auth, i18n, static
 

@@ -29,14 +29,48 @@ PROCESS_START_TIMEOUT = 60
 
 
 @pytest.fixture(scope="session")
+def django_db_setup(request, django_test_environment, django_db_blocker):
+    """Always create the test database.
+
+    pytest-django only creates it for tests that ask for its `db` fixtures; ours commit
+    through `committed_db` instead, and must never fall through to the real database.
+    """
+    from django.test.utils import setup_databases, teardown_databases
+
+    with django_db_blocker.unblock():
+        db_cfg = setup_databases(verbosity=0, interactive=False, aliases={"default"})
+    yield
+    with django_db_blocker.unblock():
+        teardown_databases(db_cfg, verbosity=0)
+
+
+@pytest.fixture(scope="session")
 def platform(django_db_setup, django_db_blocker):
     """The test database, migrated, with the public tenant and the template schema."""
     from tenants.services import tenant_public_ensure
 
     with django_db_blocker.unblock():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT current_database()")
+            database = cursor.fetchone()[0]
+        assert database == settings.DATABASES["default"]["TEST"]["NAME"], (
+            f"refusing to run tests against {database!r}"
+        )
         tenant_public_ensure()
         tenant_base_schema_migrate()
+    _empty_test_redis()
     return True
+
+
+def _empty_test_redis() -> None:
+    """Leases, queues and markers of an earlier run would refer to other rows with the
+    same ids. The suite runs on its own Redis database (1 by default, never 0)."""
+    from config.redis_client import redis_client
+
+    client = redis_client()
+    database = client.connection_pool.connection_kwargs.get("db", 0)
+    assert database != 0, "run the tests on a Redis database other than 0 (see README)"
+    client.flushdb()
 
 
 @pytest.fixture
@@ -197,7 +231,7 @@ def celery_worker(platform, django_db_blocker, process_logs):
     child.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def session_runner(platform, django_db_blocker, process_logs):
     """A real session runner process (`manage.py run_sessions`)."""
     runner_name = f"test-runner-{uuid.uuid4().hex[:6]}"
