@@ -9,8 +9,8 @@ def to_e164(value: str, *, default_region: str = "IL") -> str:
     raw = (value or "").strip()
     for prefix in ("whatsapp:", "tel:"):
         raw = raw.removeprefix(prefix)
-    if raw and raw[0].isdigit() and len(raw) > 10:
-        raw = f"+{raw}"  # WhatsApp ids carry the country code without the plus
+    if raw.isdigit() and len(raw) > 10 and not raw.startswith("0"):
+        raw = f"+{raw}"  # WhatsApp ids: the country code and number, no plus
     try:
         number = phonenumbers.parse(raw, default_region)
     except phonenumbers.NumberParseException as error:

@@ -11,6 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from dashboard.realtime import tenant_event_publish
+from sessions_app.alerts import ALERT_STATUSES, session_alert_after_commit
 from sessions_app.models import (
     CustomerMode,
     DesiredState,
@@ -72,6 +73,8 @@ def session_status_set(
         session.save(update_fields=sorted(update))
         if changed:
             logger.info("session %s: %s -> %s (%s)", session.pk, previous, status, reason)
+            if status in ALERT_STATUSES:
+                session_alert_after_commit(session_id=session.pk)
             _publish_after_commit(
                 session,
                 {
@@ -266,8 +269,23 @@ def session_restart(*, session: WhatsAppSession) -> WhatsAppSession:
     return session
 
 
-def session_logout(*, session: WhatsAppSession) -> SessionCommand:
-    return session_command(session=session, kind=SessionCommand.Kind.LOGOUT)
+def session_logout(*, session: WhatsAppSession) -> SessionCommand | None:
+    """Unlink the device. A running session is logged out by its runner; a stopped one
+    just forgets its device here (remove it under "Linked devices" on the phone too)."""
+    from sessions_app.leases import lease_owner
+
+    if lease_owner(session.pk) is not None:
+        return session_command(session=session, kind=SessionCommand.Kind.LOGOUT)
+    WhatsAppSession.objects.filter(pk=session.pk).update(desired_state=DesiredState.STOPPED)
+    session_status_set(
+        session_id=session.pk,
+        status=Status.LOGGED_OUT,
+        reason="Logged out while stopped: also remove the linked device on the phone",
+        device_jid="",
+        qr_payload="",
+        qr_expires_at=None,
+    )
+    return None
 
 
 def session_pair_phone(*, session: WhatsAppSession, phone_number: str) -> SessionCommand:
@@ -276,4 +294,15 @@ def session_pair_phone(*, session: WhatsAppSession, phone_number: str) -> Sessio
         session=session,
         kind=SessionCommand.Kind.PAIR_PHONE,
         payload={"phone_number": to_e164(phone_number)},
+    )
+
+
+def sandbox_scan(*, session: WhatsAppSession, code: str, phone_number: str) -> SessionCommand:
+    """The phone simulator (or the API) scans a sandbox session's QR code as this number."""
+    if session.provider != Provider.SANDBOX:
+        raise ValidationError("Only sandbox sessions can be scanned from the simulator.")
+    return session_command(
+        session=session,
+        kind=SessionCommand.Kind.SANDBOX_SCAN,
+        payload={"code": code, "phone_number": to_e164(phone_number)},
     )
