@@ -11,12 +11,13 @@ import sys
 import traceback
 from collections.abc import Callable
 
-from bench import asgi_servers, provision
+from bench import asgi_servers, provision, takeover
 from bench.common import Figure
 
 BENCHMARKS: list[tuple[str, Callable[[], list[Figure]]]] = [
     ("provision", provision.run),
     ("asgi_servers", asgi_servers.run),
+    ("takeover", takeover.run),
 ]
 
 

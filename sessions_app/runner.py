@@ -208,8 +208,9 @@ class SessionRunner:
             self._heartbeat()
             self._last_beat = now
         if now - self._last_scan >= settings.SESSION_SCAN_SECONDS:
-            self._reconcile()
-            self._last_scan = now
+            more_to_start = self._reconcile()
+            # Sessions left waiting (a few start per tick): look again on the next tick.
+            self._last_scan = 0.0 if more_to_start else now
         self._run_commands()
         self._reconnect_due()
         self._poll_connections()
@@ -231,8 +232,10 @@ class SessionRunner:
             held = self.held.pop(session_id)
             self._disconnect_quietly(held)
 
-    def _reconcile(self) -> None:
-        """Start free sessions that should run; stop owned ones that should not."""
+    def _reconcile(self) -> bool:
+        """Start free sessions that should run; stop owned ones that should not.
+
+        Returns True when free sessions were left for the next tick."""
         wanted = (
             WhatsAppSession.objects.filter(
                 desired_state=DesiredState.RUNNING, provider__in=LIVE_PROVIDERS
@@ -253,12 +256,15 @@ class SessionRunner:
         fair_share = math.ceil(len(wanted) / max(1, live_runner_count()))
         started = 0
         for session_id in candidates:
-            if started >= STARTS_PER_TICK or len(self.held) >= fair_share or self.stopping.is_set():
+            if len(self.held) >= fair_share or self.stopping.is_set():
                 break
+            if started >= STARTS_PER_TICK:
+                return True
             if owners.get(session_id) is None and leases.lease_acquire(session_id, self.name):
                 self._start(session_id)
                 started += 1
         self._settle_orphans()
+        return False
 
     def _settle_orphans(self) -> None:
         """Sessions asked to stop that no runner holds: say so instead of a stale status."""
