@@ -282,9 +282,12 @@ def test_a_send_read_but_not_finished_by_a_dead_runner_is_sent_once_by_the_next(
     from sessions_app.providers.sandbox import sandbox_message_id
 
     SandboxMessage.objects.create(
-        session=session, direction="out", phone="+972508888888", text="Sent, not acked",
+        session=session,
+        direction="out",
+        phone="+972508888888",
+        text="Sent, not acked",
         provider_message_id=sandbox_message_id("k2"),
-    )  # fmt: skip
+    )
     outbox.outbox_mark_sent(sent_by_dead, sandbox_message_id("k2"))
     redis_client().xadd(outbox.stream_key(session.pk), {"garbage": "1"})  # must not block it
     assert read_by_dead.message.text == "Read, not sent"
@@ -346,8 +349,13 @@ def test_a_command_the_provider_cannot_do_fails_with_a_reason(make_tenant, start
 
 def test_runner_logs_never_show_the_proxy_password(make_tenant, start_runner):
     tenant = make_tenant()
-    session = _sandbox(tenant, proxy_host="proxy.example.com", proxy_port=1080,
-                       proxy_username="bob", proxy_password="s3cret-Proxy-pw")  # fmt: skip
+    session = _sandbox(
+        tenant,
+        proxy_host="proxy.example.com",
+        proxy_port=1080,
+        proxy_username="bob",
+        proxy_password="s3cret-Proxy-pw",
+    )
     WhatsAppSession.objects.filter(pk=session.pk).update(device_jid="972507777777@sandbox")
     _, child = start_runner()
     session_start(session=session)
@@ -356,3 +364,54 @@ def test_runner_logs_never_show_the_proxy_password(make_tenant, start_runner):
     )
     child.stop()
     assert "s3cret-Proxy-pw" not in child.output()
+
+
+def test_the_sessions_command_drives_a_sandbox_session_end_to_end(
+    make_tenant, start_runner, capsys
+):
+    from django.core.management import call_command
+
+    tenant = make_tenant()
+    _, child = start_runner()
+    call_command("sessions", "create", "--tenant", tenant.slug, "--name", "Desk")
+    call_command("sessions", "start", "--tenant", tenant.slug, "--name", "Desk")
+    session = WhatsAppSession.objects.get(tenant=tenant, name="Desk")
+    wait_until(lambda: _status(session) == Status.WAIT_QR, timeout=30, what="QR", child=child)
+
+    call_command(
+        "sessions", "scan", "--tenant", tenant.slug, "--name", "Desk", "--phone", "0501234567"
+    )
+    wait_until(lambda: _status(session) == Status.CONNECTED, timeout=30, what="scan", child=child)
+    call_command(
+        "sessions",
+        "send",
+        "--tenant",
+        tenant.slug,
+        "--name",
+        "Desk",
+        "--to",
+        "+972509999999",
+        "--text",
+        "Welcome!",
+    )
+    wait_until(
+        lambda: SandboxMessage.objects.filter(session=session, text="Welcome!").exists(),
+        timeout=30,
+        what="the send",
+        child=child,
+    )
+    call_command("sessions", "list", "--tenant", tenant.slug)
+    assert "Desk" in capsys.readouterr().out and session.phone_number == "+972501234567"
+
+
+def test_the_sessions_command_explains_mistakes(make_tenant):
+    from django.core.management import CommandError, call_command
+
+    tenant = make_tenant()
+    with pytest.raises(CommandError, match="no session called"):
+        call_command("sessions", "start", "--tenant", tenant.slug, "--name", "Nope")
+    with pytest.raises(CommandError, match="No tenant"):
+        call_command("sessions", "list", "--tenant", "missing-tenant")
+    call_command("sessions", "create", "--tenant", tenant.slug, "--name", "Desk")
+    with pytest.raises(CommandError, match="already have a session"):
+        call_command("sessions", "create", "--tenant", tenant.slug, "--name", "Desk")
