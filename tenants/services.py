@@ -1,8 +1,10 @@
 """Tenant provisioning and suspension: the only code that writes tenants."""
 
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass
 
+import psycopg
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.password_validation import validate_password
@@ -58,9 +60,8 @@ def tenant_base_schema_migrate(*, verbosity: int = 0) -> bool:
     if not _base_schema_missing_migrations():
         return False
     base = settings.TENANT_BASE_SCHEMA
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_lock(%s)", [_BASE_SCHEMA_LOCK])
-    try:
+    # The lock lives on a connection of its own: migrate_schemas closes Django's.
+    with _advisory_lock(_BASE_SCHEMA_LOCK):
         if not _base_schema_missing_migrations():
             return False
         with connection.cursor() as cursor:
@@ -68,12 +69,24 @@ def tenant_base_schema_migrate(*, verbosity: int = 0) -> bool:
         call_command(
             "migrate_schemas", schema_name=base, tenant=True, interactive=False, verbosity=verbosity
         )
+        connection.set_schema_to_public()
         logger.info("tenant template schema %s migrated", base)
         return True
-    finally:
-        connection.set_schema_to_public()
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_unlock(%s)", [_BASE_SCHEMA_LOCK])
+
+
+@contextmanager
+def _advisory_lock(key: int):
+    db = connection.settings_dict
+    with psycopg.connect(
+        host=db["HOST"],
+        port=db["PORT"] or None,
+        user=db["USER"],
+        password=db["PASSWORD"] or None,
+        dbname=db["NAME"],
+        autocommit=True,
+    ) as lock_connection:
+        lock_connection.execute("SELECT pg_advisory_lock(%s)", [key])
+        yield  # closing the connection releases the lock, whatever happens
 
 
 @dataclass(frozen=True)
