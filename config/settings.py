@@ -60,6 +60,9 @@ CSRF_TRUSTED_ORIGINS = env.list(
 _DEV_FIELD_KEY = "8DKChZ8Ej0Vxkz2a51Gj5uY2d6OsSxKmiK12tWX8Y3Y="  # public: development only
 FIELD_ENCRYPTION_KEYS = env.list("FIELD_ENCRYPTION_KEYS", default=[_DEV_FIELD_KEY])
 
+# Twilio's REST API; empty means the real one. Tests point the real SDK at a stand-in.
+TWILIO_API_BASE_URL = env.str("TWILIO_API_BASE_URL", default="").rstrip("/")
+
 if PRODUCTION:
     _unsafe = []
     if SECRET_KEY == _DEV_SECRET_KEY or len(SECRET_KEY) < 32:

@@ -23,6 +23,8 @@ from config.heartbeats import RUNNERS, WORKERS, heartbeats_read
 from tenants.models import Tenant
 from tenants.services import NewTenant, tenant_base_schema_migrate, tenant_create
 
+pytest_plugins = ["tests.twilio_standin"]  # the `twilio_standin` fixture
+
 ROOT = Path(__file__).resolve().parent.parent
 OWNER_PASSWORD = "Correct-Horse-42!"
 PROCESS_START_TIMEOUT = 60
