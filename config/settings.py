@@ -186,7 +186,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TASK_ALWAYS_EAGER = False
-CELERY_IMPORTS = ["config.tasks"]
+CELERY_IMPORTS = ["config.tasks", "messaging.inbound_tasks"]
 
 # Heartbeats of workers and session runners, read by /health/.
 HEARTBEAT_INTERVAL_SECONDS = env.int("HEARTBEAT_INTERVAL_SECONDS", default=10)
@@ -195,6 +195,12 @@ HEARTBEAT_STALE_SECONDS = env.int("HEARTBEAT_STALE_SECONDS", default=30)
 # every tick; a dead runner's sessions move within about this time plus one scan.
 SESSION_LEASE_TTL_SECONDS = env.int("SESSION_LEASE_TTL_SECONDS", default=10)
 SESSION_SCAN_SECONDS = env.float("SESSION_SCAN_SECONDS", default=2.0)
+
+# Inbound messages per minute across all tenants; past it webhooks answer 429.
+INBOUND_GLOBAL_PER_MINUTE = env.int("INBOUND_GLOBAL_PER_MINUTE", default=60000)
+# Where received media (images, voice notes, documents) is stored.
+MEDIA_ROOT = env.path("MEDIA_ROOT", default=BASE_DIR / ".local" / "media")
+MEDIA_URL = "/media/"
 
 # --- auth, i18n, static
 

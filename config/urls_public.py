@@ -4,11 +4,15 @@ from django.contrib import admin
 from django.urls import path
 from django.views.generic import RedirectView
 
+from messaging import twilio_webhook
+
 admin.site.site_header = "WhatsApp platform: operators"
 admin.site.site_title = "Platform admin"
 admin.site.index_title = "Tenants and platform settings"
 
 urlpatterns = [
+    path("webhooks/twilio/", twilio_webhook.twilio_inbound, name="twilio-inbound"),
+    path("webhooks/twilio/status/", twilio_webhook.twilio_status, name="twilio-status"),
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("admin/", admin.site.urls),
 ]

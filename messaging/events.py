@@ -46,10 +46,13 @@ def event_publish_after_commit(*, event_type: str, data: dict, key: str) -> None
             tenant_event_publish(schema_name=schema, event={"type": event_type, key: data})
         except Exception:
             logger.warning("could not publish %s to the dashboards", event_type, exc_info=True)
-        from messaging.webhooks import webhook_event_emit
+        try:
+            from messaging.webhooks import webhook_event_emit
 
-        with schema_context(schema):
-            webhook_event_emit(event_type=event_type, payload=data)
+            with schema_context(schema):
+                webhook_event_emit(event_type=event_type, payload=data)
+        except Exception:
+            logger.exception("could not queue the %s webhooks", event_type)
 
     transaction.on_commit(publish)
 

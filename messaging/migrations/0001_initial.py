@@ -10,156 +10,318 @@ import sessions_app.fields
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Contact',
+            name="Contact",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('phone', models.CharField(help_text='E.164', max_length=20, unique=True)),
-                ('push_name', models.CharField(blank=True, max_length=120)),
-                ('language', models.CharField(blank=True, help_text="he, en or ar; blank: the tenant's", max_length=2)),
-                ('opted_out', models.BooleanField(default=False, help_text='Wrote STOP: never message them')),
-                ('opted_out_at', models.DateTimeField(blank=True, null=True)),
-                ('blocked', models.BooleanField(default=False)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("phone", models.CharField(help_text="E.164", max_length=20, unique=True)),
+                ("push_name", models.CharField(blank=True, max_length=120)),
+                (
+                    "language",
+                    models.CharField(
+                        blank=True, help_text="he, en or ar; blank: the tenant's", max_length=2
+                    ),
+                ),
+                (
+                    "opted_out",
+                    models.BooleanField(default=False, help_text="Wrote STOP: never message them"),
+                ),
+                ("opted_out_at", models.DateTimeField(blank=True, null=True)),
+                ("blocked", models.BooleanField(default=False)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'ordering': ['phone'],
+                "ordering": ["phone"],
             },
         ),
         migrations.CreateModel(
-            name='MessagingSettings',
+            name="MessagingSettings",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('inbound_per_customer_per_minute', models.PositiveIntegerField(default=30)),
-                ('inbound_pause_minutes', models.PositiveIntegerField(default=5)),
-                ('inbound_per_tenant_per_minute', models.PositiveIntegerField(default=600)),
-                ('outbound_per_tenant_per_minute', models.PositiveIntegerField(default=60)),
-                ('outbound_per_recipient_per_minute', models.PositiveIntegerField(default=10)),
-                ('outbound_burst', models.PositiveIntegerField(default=3, help_text='Messages in a row to one recipient')),
-                ('outbound_burst_cooldown_seconds', models.PositiveIntegerField(default=30)),
-                ('outbound_daily_per_session', models.PositiveIntegerField(default=1000)),
-                ('duplicate_window_seconds', models.PositiveIntegerField(default=300)),
-                ('limits_enabled', models.BooleanField(default=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("inbound_per_customer_per_minute", models.PositiveIntegerField(default=30)),
+                ("inbound_pause_minutes", models.PositiveIntegerField(default=5)),
+                ("inbound_per_tenant_per_minute", models.PositiveIntegerField(default=600)),
+                ("outbound_per_tenant_per_minute", models.PositiveIntegerField(default=60)),
+                ("outbound_per_recipient_per_minute", models.PositiveIntegerField(default=10)),
+                (
+                    "outbound_burst",
+                    models.PositiveIntegerField(
+                        default=3, help_text="Messages in a row to one recipient"
+                    ),
+                ),
+                ("outbound_burst_cooldown_seconds", models.PositiveIntegerField(default=30)),
+                ("outbound_daily_per_session", models.PositiveIntegerField(default=1000)),
+                ("duplicate_window_seconds", models.PositiveIntegerField(default=300)),
+                ("limits_enabled", models.BooleanField(default=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'verbose_name_plural': 'messaging settings',
+                "verbose_name_plural": "messaging settings",
             },
         ),
         migrations.CreateModel(
-            name='WebhookEndpoint',
+            name="WebhookEndpoint",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('url', models.URLField(max_length=500)),
-                ('secret', sessions_app.fields.EncryptedTextField(help_text='Signs every delivery (HMAC-SHA256)')),
-                ('events', django.contrib.postgres.fields.ArrayField(base_field=models.CharField(choices=[('message.new', 'Message New'), ('message.status', 'Message Status'), ('session.status', 'Session Status'), ('session.qr', 'Session Qr'), ('order.updated', 'Order Updated')], max_length=30), default=list, size=None)),
-                ('is_active', models.BooleanField(default=True)),
-                ('description', models.CharField(blank=True, max_length=200)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("url", models.URLField(max_length=500)),
+                (
+                    "secret",
+                    sessions_app.fields.EncryptedTextField(
+                        help_text="Signs every delivery (HMAC-SHA256)"
+                    ),
+                ),
+                (
+                    "events",
+                    django.contrib.postgres.fields.ArrayField(
+                        base_field=models.CharField(
+                            choices=[
+                                ("message.new", "Message New"),
+                                ("message.status", "Message Status"),
+                                ("session.status", "Session Status"),
+                                ("session.qr", "Session Qr"),
+                                ("order.updated", "Order Updated"),
+                            ],
+                            max_length=30,
+                        ),
+                        default=list,
+                        size=None,
+                    ),
+                ),
+                ("is_active", models.BooleanField(default=True)),
+                ("description", models.CharField(blank=True, max_length=200)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
             ],
             options={
-                'ordering': ['created_at'],
+                "ordering": ["created_at"],
             },
         ),
         migrations.CreateModel(
-            name='Conversation',
+            name="Conversation",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('session_id', models.BigIntegerField(db_index=True)),
-                ('last_message_at', models.DateTimeField(blank=True, db_index=True, null=True)),
-                ('unread_count', models.PositiveIntegerField(default=0)),
-                ('human_takeover', models.BooleanField(default=False, help_text='A person answers: the bot stays quiet')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('contact', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='conversations', to='messaging.contact')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("session_id", models.BigIntegerField(db_index=True)),
+                ("last_message_at", models.DateTimeField(blank=True, db_index=True, null=True)),
+                ("unread_count", models.PositiveIntegerField(default=0)),
+                (
+                    "human_takeover",
+                    models.BooleanField(
+                        default=False, help_text="A person answers: the bot stays quiet"
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "contact",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="conversations",
+                        to="messaging.contact",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-last_message_at', '-id'],
+                "ordering": ["-last_message_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='Message',
+            name="Message",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('public_id', models.UUIDField(default=uuid.uuid4, editable=False, unique=True)),
-                ('session_id', models.BigIntegerField()),
-                ('direction', models.CharField(choices=[('in', 'Inbound'), ('out', 'Outbound')], max_length=3)),
-                ('kind', models.CharField(default='text', max_length=12)),
-                ('text', models.TextField(blank=True, help_text='The text, or the caption of media')),
-                ('media_url', models.URLField(blank=True, help_text='Where to fetch it (sends)', max_length=1000)),
-                ('media_file', models.CharField(blank=True, help_text='Stored copy (storage path)', max_length=300)),
-                ('media_mime_type', models.CharField(blank=True, max_length=100)),
-                ('payload', models.JSONField(blank=True, default=dict, help_text='location, contact, reaction')),
-                ('provider_message_id', models.CharField(blank=True, max_length=100)),
-                ('reply_to_provider_id', models.CharField(blank=True, max_length=100)),
-                ('status', models.CharField(choices=[('received', 'Received'), ('queued', 'Queued'), ('sent', 'Sent'), ('delivered', 'Delivered'), ('read', 'Read'), ('failed', 'Failed'), ('suppressed', 'Suppressed')], max_length=10)),
-                ('attempts', models.PositiveSmallIntegerField(default=0)),
-                ('last_error', models.CharField(blank=True, max_length=500)),
-                ('error_code', models.CharField(blank=True, max_length=20)),
-                ('dead_letter', models.BooleanField(default=False, help_text='Failed after the last retry')),
-                ('idempotency_key', models.CharField(blank=True, max_length=100, null=True, unique=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('sent_at', models.DateTimeField(blank=True, null=True)),
-                ('delivered_at', models.DateTimeField(blank=True, null=True)),
-                ('read_at', models.DateTimeField(blank=True, null=True)),
-                ('failed_at', models.DateTimeField(blank=True, null=True)),
-                ('conversation', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='messages', to='messaging.conversation')),
-                ('reply_to', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to='messaging.message')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("public_id", models.UUIDField(default=uuid.uuid4, editable=False, unique=True)),
+                ("session_id", models.BigIntegerField()),
+                (
+                    "direction",
+                    models.CharField(
+                        choices=[("in", "Inbound"), ("out", "Outbound")], max_length=3
+                    ),
+                ),
+                ("kind", models.CharField(default="text", max_length=12)),
+                (
+                    "text",
+                    models.TextField(blank=True, help_text="The text, or the caption of media"),
+                ),
+                (
+                    "media_url",
+                    models.URLField(
+                        blank=True, help_text="Where to fetch it (sends)", max_length=1000
+                    ),
+                ),
+                (
+                    "media_file",
+                    models.CharField(
+                        blank=True, help_text="Stored copy (storage path)", max_length=300
+                    ),
+                ),
+                ("media_mime_type", models.CharField(blank=True, max_length=100)),
+                (
+                    "payload",
+                    models.JSONField(
+                        blank=True, default=dict, help_text="location, contact, reaction"
+                    ),
+                ),
+                ("provider_message_id", models.CharField(blank=True, max_length=100)),
+                ("reply_to_provider_id", models.CharField(blank=True, max_length=100)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("received", "Received"),
+                            ("queued", "Queued"),
+                            ("sent", "Sent"),
+                            ("delivered", "Delivered"),
+                            ("read", "Read"),
+                            ("failed", "Failed"),
+                            ("suppressed", "Suppressed"),
+                        ],
+                        max_length=10,
+                    ),
+                ),
+                ("attempts", models.PositiveSmallIntegerField(default=0)),
+                ("last_error", models.CharField(blank=True, max_length=500)),
+                ("error_code", models.CharField(blank=True, max_length=20)),
+                (
+                    "dead_letter",
+                    models.BooleanField(default=False, help_text="Failed after the last retry"),
+                ),
+                (
+                    "idempotency_key",
+                    models.CharField(blank=True, max_length=100, null=True, unique=True),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("sent_at", models.DateTimeField(blank=True, null=True)),
+                ("delivered_at", models.DateTimeField(blank=True, null=True)),
+                ("read_at", models.DateTimeField(blank=True, null=True)),
+                ("failed_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "conversation",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="messages",
+                        to="messaging.conversation",
+                    ),
+                ),
+                (
+                    "reply_to",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        to="messaging.message",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='WebhookDelivery',
+            name="WebhookDelivery",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('public_id', models.UUIDField(default=uuid.uuid4, editable=False, unique=True)),
-                ('event_type', models.CharField(max_length=30)),
-                ('payload', models.JSONField()),
-                ('state', models.CharField(choices=[('pending', 'Pending'), ('delivered', 'Delivered'), ('failed', 'Failed')], default='pending', max_length=10)),
-                ('attempts', models.PositiveSmallIntegerField(default=0)),
-                ('next_attempt_at', models.DateTimeField(blank=True, db_index=True, null=True)),
-                ('last_status_code', models.PositiveSmallIntegerField(blank=True, null=True)),
-                ('last_error', models.CharField(blank=True, max_length=300)),
-                ('last_attempt_at', models.DateTimeField(blank=True, null=True)),
-                ('delivered_at', models.DateTimeField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('endpoint', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='deliveries', to='messaging.webhookendpoint')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("public_id", models.UUIDField(default=uuid.uuid4, editable=False, unique=True)),
+                ("event_type", models.CharField(max_length=30)),
+                ("payload", models.JSONField()),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("delivered", "Delivered"),
+                            ("failed", "Failed"),
+                        ],
+                        default="pending",
+                        max_length=10,
+                    ),
+                ),
+                ("attempts", models.PositiveSmallIntegerField(default=0)),
+                ("next_attempt_at", models.DateTimeField(blank=True, db_index=True, null=True)),
+                ("last_status_code", models.PositiveSmallIntegerField(blank=True, null=True)),
+                ("last_error", models.CharField(blank=True, max_length=300)),
+                ("last_attempt_at", models.DateTimeField(blank=True, null=True)),
+                ("delivered_at", models.DateTimeField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "endpoint",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="deliveries",
+                        to="messaging.webhookendpoint",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.AddConstraint(
-            model_name='conversation',
-            constraint=models.UniqueConstraint(fields=('contact', 'session_id'), name='one_conversation_per_contact_and_session'),
+            model_name="conversation",
+            constraint=models.UniqueConstraint(
+                fields=("contact", "session_id"), name="one_conversation_per_contact_and_session"
+            ),
         ),
         migrations.AddIndex(
-            model_name='message',
-            index=models.Index(fields=['created_at', 'id'], name='message_keyset'),
+            model_name="message",
+            index=models.Index(fields=["created_at", "id"], name="message_keyset"),
         ),
         migrations.AddIndex(
-            model_name='message',
-            index=models.Index(fields=['conversation', 'created_at', 'id'], name='conversation_keyset'),
+            model_name="message",
+            index=models.Index(
+                fields=["conversation", "created_at", "id"], name="conversation_keyset"
+            ),
         ),
         migrations.AddIndex(
-            model_name='message',
-            index=models.Index(condition=models.Q(('dead_letter', True)), fields=['dead_letter'], name='dead_letters'),
+            model_name="message",
+            index=models.Index(
+                condition=models.Q(("dead_letter", True)),
+                fields=["dead_letter"],
+                name="dead_letters",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='message',
-            constraint=models.UniqueConstraint(condition=models.Q(('provider_message_id', ''), _negated=True), fields=('session_id', 'provider_message_id'), name='provider_message_stored_once'),
+            model_name="message",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("provider_message_id", ""), _negated=True),
+                fields=("session_id", "provider_message_id"),
+                name="provider_message_stored_once",
+            ),
         ),
         migrations.AddIndex(
-            model_name='webhookdelivery',
-            index=models.Index(fields=['state', 'next_attempt_at'], name='webhook_due'),
+            model_name="webhookdelivery",
+            index=models.Index(fields=["state", "next_attempt_at"], name="webhook_due"),
         ),
     ]
