@@ -33,7 +33,8 @@ RUN pip install --no-cache-dir . \
 # WhiteNoise serves these, and with WHITENOISE_USE_FINDERS the apps' own files too.
 RUN python manage.py collectstatic --noinput --verbosity 0
 
-RUN useradd --system --create-home --home-dir /home/app --uid 10001 --user-group app
+RUN useradd --system --create-home --home-dir /home/app --uid 10001 --user-group app \
+    && mkdir -p /app/media && chown app:app /app/media
 USER app
 
 EXPOSE 8000
