@@ -18,7 +18,7 @@ import time
 import urllib.request
 from dataclasses import dataclass
 
-from config.embedded import ROOT, embedded_services
+from config.embedded import DATA_DIR, ROOT, embedded_services
 
 PYTHON = sys.executable
 WEB_PORT = int(os.environ.get("WEB_PORT", "8000"))
@@ -134,7 +134,10 @@ def main() -> int:
         env.setdefault("PYTHONUNBUFFERED", "1")
         print("Migrating the database...", flush=True)
         _manage(env, "migrate_platform", "--verbosity", "0")
-        credentials = json.loads(_manage(env, "platform_setup").strip().splitlines()[-1])
+        setup = _manage(
+            env, "platform_setup", "--credentials-file", str(DATA_DIR / "credentials.json")
+        )
+        credentials = json.loads(setup.strip().splitlines()[-1])
 
         children = [_start(name, command, env) for name, command in PROCESSES.items()]
         exit_code = 0
