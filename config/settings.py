@@ -161,6 +161,28 @@ _database["CONN_HEALTH_CHECKS"] = True
 _database.setdefault("OPTIONS", {})["connect_timeout"] = 5
 _database["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME", default=f"test_{_database['NAME']}")}
 DATABASES = {"default": _database}
+
+
+def _postgres_url(database: dict) -> str:
+    """postgres://user:password@host:port/name?sslmode=disable for a Django database."""
+    from urllib.parse import quote
+
+    credentials = quote(str(database.get("USER") or ""), safe="")
+    if database.get("PASSWORD"):
+        credentials += ":" + quote(str(database["PASSWORD"]), safe="")
+    host = database.get("HOST") or "localhost"
+    port = database.get("PORT") or 5432
+    name = quote(str(database["NAME"]), safe="")
+    return f"postgres://{credentials}@{host}:{port}/{name}?sslmode=disable"
+
+
+# neonize's device store (whatsmeow's keys and sessions of every linked WhatsApp number):
+# the whatsmeow_* tables neonize creates itself, in the public schema (the first one on
+# the default search_path). Only the session runner uses it. Default: the database above.
+NEONIZE_DATABASE_URL = env.str("NEONIZE_DATABASE_URL", default="") or _postgres_url(_database)
+# SOCKS5 proxy for neonize sessions without one of their own (socks5://user:pass@host:port).
+NEONIZE_DEFAULT_PROXY = env.str("NEONIZE_DEFAULT_PROXY", default="")
+
 DATABASE_ROUTERS = ("django_tenants.routers.TenantSyncRouter",)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -186,7 +208,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TASK_ALWAYS_EAGER = False
-CELERY_IMPORTS = ["config.tasks", "messaging.inbound_tasks"]
+CELERY_IMPORTS = ["config.tasks", "messaging.inbound_tasks", "messaging.webhook_tasks"]
 
 # Heartbeats of workers and session runners, read by /health/.
 HEARTBEAT_INTERVAL_SECONDS = env.int("HEARTBEAT_INTERVAL_SECONDS", default=10)
@@ -196,8 +218,37 @@ HEARTBEAT_STALE_SECONDS = env.int("HEARTBEAT_STALE_SECONDS", default=30)
 SESSION_LEASE_TTL_SECONDS = env.int("SESSION_LEASE_TTL_SECONDS", default=10)
 SESSION_SCAN_SECONDS = env.float("SESSION_SCAN_SECONDS", default=2.0)
 
+# Outgoing webhooks (messaging/webhooks.py). Each attempt waits this long for an answer.
+WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=10.0)
+# Timeouts, connection errors, 408, 429 and 5xx are retried after this delay, doubling
+# each time (at most an hour, with jitter), until this window after the event has passed.
+WEBHOOK_RETRY_BASE_SECONDS = env.float("WEBHOOK_RETRY_BASE_SECONDS", default=30.0)
+WEBHOOK_RETRY_WINDOW_SECONDS = env.int("WEBHOOK_RETRY_WINDOW_SECONDS", default=24 * 3600)
+# The Celery queue of webhook tasks; "celery" is the default queue every worker reads.
+WEBHOOK_QUEUE = env.str("WEBHOOK_QUEUE", default="celery")
+# How often beat re-queues pending deliveries nobody has claimed (a lost task, a restart).
+WEBHOOK_SWEEP_SECONDS = env.int("WEBHOOK_SWEEP_SECONDS", default=30)
+# Off: the SSRF guard refuses loopback, private, link-local and reserved addresses.
+WEBHOOK_ALLOW_PRIVATE_NETWORKS = env.bool("WEBHOOK_ALLOW_PRIVATE_NETWORKS", default=not PRODUCTION)
+
+# Run by beat (django-celery-beat copies this into its database schedule at start).
+CELERY_BEAT_SCHEDULE = {
+    "messaging.webhook_deliveries_sweep": {
+        "task": "messaging.webhook_deliveries_sweep",
+        "schedule": WEBHOOK_SWEEP_SECONDS,
+        # Sweeps do not pile up while workers are down: one still queued after ten
+        # periods is dropped (the next one does the same work).
+        "options": {"queue": WEBHOOK_QUEUE, "expire_seconds": WEBHOOK_SWEEP_SECONDS * 10},
+    },
+}
+
 # Inbound messages per minute across all tenants; past it webhooks answer 429.
 INBOUND_GLOBAL_PER_MINUTE = env.int("INBOUND_GLOBAL_PER_MINUTE", default=60000)
+# Outbound messages per minute across all tenants together (0: no cap); past it sends
+# wait, they are never dropped. Each tenant's own limits are in MessagingSettings.
+OUTBOUND_GLOBAL_PER_MINUTE = env.int("OUTBOUND_GLOBAL_PER_MINUTE", default=60000)
+# Seconds before each retry of a failed send; after the last retry it is a dead letter.
+OUTBOUND_RETRY_DELAYS = env.list("OUTBOUND_RETRY_DELAYS", cast=float, default=[5, 10, 20, 40, 80])
 # Where received media (images, voice notes, documents) is stored.
 MEDIA_ROOT = env.path("MEDIA_ROOT", default=BASE_DIR / ".local" / "media")
 MEDIA_URL = "/media/"

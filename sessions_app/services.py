@@ -39,6 +39,19 @@ def _publish_after_commit(session: WhatsAppSession, event: dict) -> None:
             tenant_event_publish(schema_name=schema, event=event)
         except Exception:  # the change is committed; a dashboard refresh will show it
             logger.warning("could not publish %s for session %s", event["type"], session.pk)
+        # Sessions live in the public schema; their webhook endpoints in the tenant's.
+        from django_tenants.utils import schema_context
+
+        from messaging.webhooks import webhook_event_emit
+
+        payload = {name: value for name, value in event.items() if name != "type"}
+        try:
+            with schema_context(schema):
+                webhook_event_emit(event_type=event["type"], payload=payload)
+        except Exception:  # the status is committed; only its webhooks are missing
+            logger.exception(
+                "could not queue %s webhooks for session %s", event["type"], session.pk
+            )
 
     transaction.on_commit(publish)
 

@@ -76,7 +76,9 @@ def test_development_has_safe_defaults_without_any_variable():
         cwd=ROOT, env=env, capture_output=True, text=True,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["54329", "redis://127.0.0.1:63790/0"]
+    from config.embedded import EMBEDDED_REDIS_URL, PG_PORT
+
+    assert result.stdout.split() == [str(PG_PORT), EMBEDDED_REDIS_URL]
 
 
 def test_log_lines_carry_the_tenant_schema(make_tenant):

@@ -1,3 +1,7 @@
+import logging
+import os
+import sys
+
 from django.core.management.base import BaseCommand
 
 from sessions_app.runner import SessionRunner
@@ -11,3 +15,9 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         SessionRunner(name=options["name"]).run()
+        # neonize can leave a non-daemon Go thread busy-waiting after a QR timeout; the
+        # sessions are already disconnected and their leases released: exit regardless.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
