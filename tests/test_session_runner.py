@@ -320,8 +320,12 @@ def test_logout_command_forgets_the_device(make_tenant, start_runner):
     wait_until(
         lambda: _status(session) == Status.LOGGED_OUT, timeout=30, what="logout", child=child
     )
-    command.refresh_from_db()
-    assert command.state == SessionCommand.State.DONE
+
+    def command_done():
+        command.refresh_from_db()
+        return command.state == SessionCommand.State.DONE
+
+    wait_until(command_done, timeout=10, what="the command marked done", child=child)
     assert session.device_jid == "" and session.desired_state == DesiredState.STOPPED
     assert leases.lease_owner(session.pk) is None
 
