@@ -11,13 +11,14 @@ import sys
 import traceback
 from collections.abc import Callable
 
-from bench import asgi_servers, provision, takeover
+from bench import asgi_servers, provision, takeover, twilio_webhooks
 from bench.common import Figure
 
 BENCHMARKS: list[tuple[str, Callable[[], list[Figure]]]] = [
     ("provision", provision.run),
     ("asgi_servers", asgi_servers.run),
     ("takeover", takeover.run),
+    ("twilio_webhooks", twilio_webhooks.run),
 ]
 
 
