@@ -1010,3 +1010,152 @@ def test_settings_derive_the_neonize_store_from_the_database():
     assert url.startswith(f"postgres://{database['USER']}")
     assert url.endswith(f"/{database['NAME']}?sslmode=disable")
     assert settings.NEONIZE_DEFAULT_PROXY == ""
+
+
+# --- the device store's PostgreSQL connections ------------------------------------------
+# neonize's Go side opens the store afresh in each connect (and each GetAllDevices) and
+# never closes it: each call would keep one connection open on the server for the life
+# of the process (bench/neonize_memory.py ran the server out of connections that way).
+
+
+@pytest.fixture
+def pg_store():
+    """A device store in a throwaway PostgreSQL database on the test server."""
+    import psycopg
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    name = f"neonize_store_{uuid.uuid4().hex[:8]}"
+    admin_url = nz_url(database, "postgres")
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield nz_url(database, name)
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def store_connections(store: str) -> list[tuple[str, str]]:
+    """(application_name, state) of every server connection to the store's database."""
+    import psycopg
+
+    with psycopg.connect(store, autocommit=True) as db:
+        return db.execute(
+            "SELECT application_name, state FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchall()
+
+
+def wait_until(condition, timeout: float = WAIT) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return condition()
+
+
+def add_pg_device_row(store: str, jid: str) -> None:
+    import psycopg
+
+    nz.prepare_device_store(store)
+    with psycopg.connect(store) as db:
+        db.execute(
+            "INSERT INTO whatsmeow_device (jid, registration_id, noise_key, identity_key, "
+            "signed_pre_key, signed_pre_key_id, signed_pre_key_sig, adv_key, adv_details, "
+            "adv_account_sig, adv_account_sig_key, adv_device_sig, push_name) "
+            "VALUES (%s, 1, %s, %s, %s, 1, %s, %s, %s, %s, %s, %s, %s)",
+            (jid, b"\1" * 32, b"\2" * 32, b"\3" * 32, b"\4" * 64, b"k", b"d", b"\5" * 64,
+             b"\6" * 32, b"\7" * 64, "Pizza, Pasta & Co"),
+        )  # fmt: skip
+
+
+def test_failed_connects_leave_no_store_connection_open_on_the_server(pg_store):
+    connection, events = make_connection(pg_store)
+    names = set()
+    for count in (1, 2, 3):
+        connection.connect()
+        (*_earlier, reported) = events.wait_for("disconnected", count)
+        assert "failed to dial" in reported["reason"]  # the server took the parameters
+        attempt = connection._attempt
+        attempt.thread.join(WAIT)
+        names.add(attempt.application_name)
+        # The Go call got a URL of its own: tagged, with the server-side idle timeout.
+        assert f"application_name={attempt.application_name}" in attempt.client.name
+        assert "idle_session_timeout=30000" in attempt.client.name
+        assert "sslmode=disable" in attempt.client.name
+    assert len(names) == 3 and all(name.startswith("neonize-") for name in names)
+    # Without the release, 4 idle connections: one per connect, one of GetAllDevices.
+    assert store_connections(pg_store) == []
+
+
+def test_the_server_closes_store_connections_left_idle(pg_store, monkeypatch):
+    """The safety net: even connections nobody released are closed by the server."""
+    monkeypatch.setattr(nz, "release_store_connections", lambda store, name: 0)
+    monkeypatch.setattr(nz, "STORE_IDLE_SESSION_SECONDS", 1)
+    connection, events = make_connection(pg_store)
+    connection.connect()
+    events.wait_for("disconnected")
+    connection._attempt.thread.join(WAIT)
+    left = store_connections(pg_store)
+    assert len(left) == 2  # this connect's, and the one of GetAllDevices (prepare)
+    assert {state for _name, state in left} == {"idle"}
+    assert wait_until(lambda: store_connections(pg_store) == [], timeout=10)
+
+
+def test_a_client_whose_store_connection_was_closed_reopens_one(pg_store):
+    """A live client is not hurt by a closed idle connection: lib/pq reports it as a bad
+    connection and database/sql runs the query on a new one -- here with a device
+    resumed from the store, whose Go client stays registered after the offline dial."""
+    add_pg_device_row(pg_store, BUSINESS_DEVICE)
+    connection, events = make_connection(pg_store, device_jid=BUSINESS_DEVICE)
+    connection.connect()
+    events.wait_for("disconnected")
+    attempt = connection._attempt
+    attempt.thread.join(WAIT)
+    assert attempt.client.new_device is False  # resumed from the store
+    assert store_connections(pg_store) == []  # released: its pool's connection is gone
+    contacts = attempt.client.contact
+    for number in range(3):
+        customer = user_jid(f"97250123456{number}")
+        name = f"Dana {number}"
+        nz._neonize_call(lambda c=customer, n=name: contacts.put_contact_name(c, n, "Dana"))
+        stored = nz._neonize_call(contacts.get_all_contacts)
+        assert len(stored) == number + 1
+        assert [name for name, _state in store_connections(pg_store)] == [attempt.application_name]
+        assert nz.release_store_connections(pg_store, attempt.application_name) == 1
+    assert store_connections(pg_store) == []
+
+
+def test_store_urls_per_call():
+    store = "postgres://bot:pw@db.example:5432/wa?sslmode=require&application_name=theirs"
+    nz._STORE_SETTINGS[store] = {"idle_session_timeout": "30000"}
+    try:
+        url = nz.store_url_for_call(store, "neonize-1-abc-7")
+        assert url == (
+            "postgres://bot:pw@db.example:5432/wa?sslmode=require"
+            "&application_name=neonize-1-abc-7&idle_session_timeout=30000"
+        )
+        mine = store + "&idle_session_timeout=5000"
+        nz._STORE_SETTINGS[mine] = {"idle_session_timeout": "30000"}
+        assert nz.store_url_for_call(mine, "n").endswith(  # the URL's own setting wins
+            "sslmode=require&idle_session_timeout=5000&application_name=n"
+        )
+        nz._STORE_SETTINGS[store] = {}  # a server older than PostgreSQL 14
+        assert "idle_session_timeout" not in nz.store_url_for_call(store, "n")
+    finally:
+        nz._STORE_SETTINGS.pop(store, None)
+        nz._STORE_SETTINGS.pop(store + "&idle_session_timeout=5000", None)
+    assert nz.store_url_for_call("/tmp/neonize.db", "n") == "/tmp/neonize.db"  # SQLite
+    first, second = nz.store_application_name(), nz.store_application_name()
+    assert first != second and len(first) < 64  # PostgreSQL keeps 63 characters
+
+
+def test_releasing_never_raises(caplog):
+    unreachable = "postgres://bot@127.0.0.1:1/wa?sslmode=disable"
+    assert nz.release_store_connections(unreachable, "neonize-1-abc-7") == 0
+    assert "idle timeout will" in caplog.text
+    assert nz.release_store_connections("/tmp/neonize.db", "n") == 0
+    with pytest.raises(nz.DeviceStoreError):  # a connect reports it as transient
+        nz.store_url_for_call(unreachable, "n")

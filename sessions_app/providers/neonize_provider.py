@@ -22,6 +22,11 @@ How the hazards of NEONIZE.md are handled here:
   which the connection (and, while its thread runs, `_LIVE_ATTEMPTS`) holds strongly.
   neonize swallows exceptions raised in handlers: each one logs its own.
 - Handlers only normalise and hand over to the ConnectionEvents sink (hazard 6).
+- Every Go call that opens the device store (each connect, GetAllDevices) makes a
+  database pool the Go side never closes, so each gets a PostgreSQL application_name of
+  its own: once the call has ended, its idle connections are closed on the server
+  (release_store_connections), and idle_session_timeout closes any left over. Without
+  that, each failed connect kept one connection open for the life of the process.
 - A stored device is resumed by its JID only after checking that the device store holds
   it: a connect with an unknown JID aborts the whole process (hazard 4). A missing device
   is paired anew, with a QR code. New devices are paired with new_device=True (hazard 9).
@@ -37,7 +42,10 @@ for the next connect().
 from __future__ import annotations
 
 import ctypes
+import itertools
 import logging
+import os
+import secrets
 import sqlite3
 import threading
 import time
@@ -46,7 +54,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -150,6 +158,8 @@ RATE_LIMIT_RETRY_SECONDS = 60.0
 REMEMBERED_MESSAGES = 100  # per session: recent messages, to quote and react to them
 REMEMBERED_MESSAGE_MAX_BYTES = 8 * 1024  # (thumbnails and nested quotes left out)
 REASON_MAX_CHARS = 280  # WhatsAppSession.last_disconnect_reason holds 300
+# The server closes a device-store connection left idle this long (PostgreSQL 14+).
+STORE_IDLE_SESSION_SECONDS = 30
 
 DEVICE_OS_NAME = "WhatsApp Business Platform"  # shown in the phone's linked devices
 USER_SERVER = "s.whatsapp.net"
@@ -268,9 +278,10 @@ def prepare_device_store(store: str) -> None:
     """Create or upgrade whatsmeow's tables, once per process and store, before sessions
     start (hazard 9). Through neonize's GetAllDevices, which runs whatsmeow's upgrade.
 
-    Each call into it (like each connect) opens a database pool the Go side never closes
-    (one idle PostgreSQL connection per call, verified): that is why it runs once, and
-    why device checks use their own short-lived connection (device_in_store)."""
+    Each call into it (like each connect) opens a database pool the Go side never closes:
+    that is why it runs once, why its connection is closed on the server right after
+    (release_store_connections), and why device checks use their own short-lived
+    connection (device_in_store)."""
     with _NEONIZE_LOCK:
         _prepare_device_store_locked(store)
 
@@ -278,12 +289,118 @@ def prepare_device_store(store: str) -> None:
 def _prepare_device_store_locked(store: str) -> None:
     if store in _PREPARED_STORES:
         return
+    name = store_application_name()
     callback = func_callback_bytes2(log_whatsmeow)
-    raw = gocode.GetAllDevices(store.encode(), callback)
+    raw = gocode.GetAllDevices(store_url_for_call(store, name).encode(), callback)
+    release_store_connections(store, name)
     answer = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw or "")
     if answer.startswith("error:"):
         raise DeviceStoreError(f"The neonize device store cannot be prepared: {answer[6:].strip()}")
     _PREPARED_STORES.add(store)
+
+
+# --- the device store's PostgreSQL connections ------------------------------------------
+#
+# neonize's Go side opens the store afresh in every call that needs it -- each connect()
+# (neonize's Neonize -> getDB -> sqlstore.New) and each GetAllDevices -- and never closes
+# it: every call leaves a database/sql pool behind, holding one idle connection on the
+# server for the life of the process. A runner whose sessions keep failing to connect
+# (WhatsApp unreachable) thus opened one more connection per failed connect until the
+# server's max_connections ran out (bench/neonize_memory.py: 265 connections after 257
+# failed connects of 100 sessions). ClientFactory changes nothing here: its clients are
+# NewClients on the same database name, each connect opening its own pool.
+#
+# So each call gets a store URL of its own, with parameters lib/pq hands to the server:
+# - application_name, unique per call: pg_stat_activity shows who holds a connection,
+#   and once the call has ended, release_store_connections() closes that call's idle
+#   connections on the server (pg_terminate_backend; a role may end its own backends);
+# - idle_session_timeout (PostgreSQL 14+): the server closes any store connection left
+#   idle that long -- the safety net, and it lets a quiet live session hold none.
+# A live client loses nothing when its idle connection is closed: lib/pq reports the
+# server's FATAL on it as driver.ErrBadConn, and database/sql retries the query on a new
+# connection (tested with a resumed device: reads and writes go on after each timeout).
+# What the Go side keeps of an ended call -- the socket's file descriptor (CLOSE_WAIT)
+# and some memory -- only ends with the process: recycle a runner after many failures.
+
+_PROCESS_TAG = secrets.token_hex(3)  # keeps names apart across hosts with equal pids
+_CALL_NUMBERS = itertools.count(1)
+_STORE_SETTINGS: dict[str, dict[str, str]] = {}  # store -> server parameters it accepts
+_STORE_SETTINGS_GUARD = threading.Lock()
+
+
+def store_application_name() -> str:
+    """A PostgreSQL application_name for one Go call that opens the store."""
+    return f"neonize-{os.getpid()}-{_PROCESS_TAG}-{next(_CALL_NUMBERS)}"
+
+
+def _store_server_settings(store: str) -> dict[str, str]:
+    """Run-time parameters to hand the store's server with each call (asked once)."""
+    with _STORE_SETTINGS_GUARD:
+        known = _STORE_SETTINGS.get(store)
+    if known is not None:
+        return known
+    import psycopg
+
+    try:
+        with psycopg.connect(store, connect_timeout=5) as connection:
+            version = int(connection.execute("SHOW server_version_num").fetchone()[0])
+    except Exception as error:
+        raise DeviceStoreError(
+            f"The neonize device store cannot be reached: {error.__class__.__name__}"
+        ) from error
+    found = {}
+    if version >= 140000:  # idle_session_timeout is new in PostgreSQL 14
+        found["idle_session_timeout"] = str(STORE_IDLE_SESSION_SECONDS * 1000)
+    with _STORE_SETTINGS_GUARD:
+        _STORE_SETTINGS[store] = found
+    return found
+
+
+def store_url_for_call(store: str, application_name: str) -> str:
+    """The store URL to give one Go call: for PostgreSQL, tagged with `application_name`
+    (always: release_store_connections finds the call's connections by it) and with the
+    server-side idle timeout unless the URL sets one. A SQLite store is left as it is."""
+    if not _is_postgres(store):
+        return store
+    parts = urlsplit(store)
+    query = [
+        (key, value)
+        for key, value in parse_qsl(parts.query, keep_blank_values=True)
+        if key != "application_name"
+    ]
+    given = {key for key, _value in query}
+    query.append(("application_name", application_name))
+    for key, value in _store_server_settings(store).items():
+        if key not in given:
+            query.append((key, value))
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def release_store_connections(store: str, application_name: str) -> int:
+    """Close, on the server, the idle connections of a Go call that has ended (its pool
+    is never used again); the number closed. Connections busy in a query or transaction
+    are left to idle_session_timeout. Failing here only delays that: never raises."""
+    if not _is_postgres(store):
+        return 0
+    import psycopg
+
+    try:
+        with psycopg.connect(store, connect_timeout=5, autocommit=True) as connection:
+            rows = connection.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = %s AND state = 'idle' "
+                "AND usename = current_user AND pid <> pg_backend_pid()",
+                (application_name,),
+            ).fetchall()
+    except Exception as error:
+        logger.warning(
+            "neonize: could not close the device-store connections of %s (%s); the "
+            "server's idle timeout will",
+            application_name,
+            error.__class__.__name__,
+        )
+        return 0
+    return sum(1 for (closed,) in rows if closed)
 
 
 def device_in_store(store: str, device_jid: str) -> bool:
@@ -723,6 +840,8 @@ class _Attempt:
     def __init__(self, connection: NeonizeConnection, generation: int):
         self.connection = connection
         self.generation = generation
+        # The device store's connections of this attempt's Go call go by this name.
+        self.application_name = store_application_name()
         self.client = NewClient(
             connection.store,
             uuid=connection.config.public_id,
@@ -983,6 +1102,8 @@ class NeonizeConnection(LiveConnection):
             proxy = _proxy_settings(proxy_url)
             _prepare_device_store_locked(self.store)
             self._choose_device_locked(attempt)
+            # NewClient.name is the store neonize opens at connect: this call's own URL.
+            attempt.client.name = store_url_for_call(self.store, attempt.application_name)
             if proxy_url:
                 logger.info(
                     "neonize: session %s connects through %s", self.label, proxy_redacted(proxy_url)
@@ -1010,6 +1131,8 @@ class NeonizeConnection(LiveConnection):
         if outcome is not None:
             kind, reason = outcome
             self._report(attempt, kind, _scrub(reason, proxy_url), stop=False)
+        if attempt.started:  # the Go call has returned: its store pool is never used again
+            release_store_connections(self.store, attempt.application_name)
 
     def _choose_device_locked(self, attempt: _Attempt) -> None:
         """Resume the stored device by its JID if the store holds it, else pair anew."""
