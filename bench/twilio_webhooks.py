@@ -4,9 +4,13 @@ One tenant with one Twilio session (its own account SID, auth token and sender n
 The web server runs as the product runs it, `uvicorn config.asgi:application` with
 `--workers N` (N = 2 and N = 3 on this 2-core machine), DEBUG off, LOG_LEVEL=WARNING,
 on the bench database and on Redis database 6 (flushed first; a `make run` beside it is
-not disturbed). The product's database settings are kept (a new connection per request).
-No Celery worker runs: the routing task every message queues after commit just waits
-in Redis database 6, and the dashboard event goes to a Channels group nobody listens to.
+not disturbed). The product's database settings are kept (each worker pools its
+connections: settings.DATABASE_POOL_MAX_SIZE). `POST /webhooks/twilio/` is answered by the
+fast path in front of Django (messaging/twilio_fast.py).
+No Celery worker runs: the one task every message queues (routing, which also
+publishes the dashboard event and queues outgoing webhooks) just waits in Redis
+database 6; a worker some other bench left on database 6 would take them and compete
+for the CPU.
 The tenant's inbound limit (600 a minute by default) and the platform's are raised so
 that the bench's own volume is not answered 429; both Redis counters are still taken.
 

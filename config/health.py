@@ -9,6 +9,7 @@ import logging
 import time
 
 import redis
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.db import connection
 from django.http import JsonResponse
 
@@ -94,18 +95,37 @@ def health_report(*, deep: bool = False) -> tuple[bool, dict]:
 
 
 class HealthMiddleware:
-    """Answers /health/ first thing, whatever the host and whatever else is down."""
+    """Answers /health/ first thing, whatever the host and whatever else is down.
+
+    Sync and async: Django runs it in whichever mode the middleware below it runs, so
+    every other request passes through without a thread handoff of its own."""
+
+    sync_capable = True
+    async_capable = True
 
     def __init__(self, get_response):
         self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
 
     def __call__(self, request):
+        if iscoroutinefunction(self):
+            return self.__acall__(request)
         if request.path != HEALTH_PATH:
             return self.get_response(request)
-        healthy, report = health_report(deep=request.GET.get("deep") == "1")
-        response = JsonResponse(report, status=200 if healthy else 503)
-        response["Cache-Control"] = "no-store"
-        return response
+        return _health_response(request)
+
+    async def __acall__(self, request):
+        if request.path != HEALTH_PATH:
+            return await self.get_response(request)
+        return await sync_to_async(_health_response)(request)
+
+
+def _health_response(request) -> JsonResponse:
+    healthy, report = health_report(deep=request.GET.get("deep") == "1")
+    response = JsonResponse(report, status=200 if healthy else 503)
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 class SkipHealthRequestsFilter(logging.Filter):

@@ -132,6 +132,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last: runs the stack above in the views' thread (config/middleware.py says why).
+    "config.middleware.SyncStackMiddleware",
 ]
 
 TEMPLATES = [
@@ -161,6 +163,26 @@ _database["CONN_HEALTH_CHECKS"] = True
 _database.setdefault("OPTIONS", {})["connect_timeout"] = 5
 _database["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME", default=f"test_{_database['NAME']}")}
 DATABASES = {"default": _database}
+
+# Each web process (every uvicorn worker) keeps a pool of at most this many connections
+# (Django's psycopg pool) instead of connecting for every request; config/asgi.py turns
+# it on for the web server only. Celery workers (Celery closes a pool after each task in
+# its prefork children) and the session runner connect as DATABASE_CONN_MAX_AGE says.
+# A request waits up to 5 seconds for a free connection, then gets a 503. 0: no pool.
+# The Twilio webhook's fast path (messaging/twilio_fast.py) keeps its own async pool of
+# the same size in each web process.
+DATABASE_POOL_MAX_SIZE = env.int("DATABASE_POOL_MAX_SIZE", default=8)
+DATABASE_POOL_OPTIONS = (
+    {"min_size": min(2, DATABASE_POOL_MAX_SIZE), "max_size": DATABASE_POOL_MAX_SIZE, "timeout": 5}
+    if DATABASE_POOL_MAX_SIZE > 0
+    else None
+)
+# django-tenants sends `SET search_path` once per connection and per schema switch rather
+# than before every query. Safe with pooled connections: its DatabaseWrapper forgets the
+# path it set whenever it hands its connection back (close), rolls back, or switches
+# schema, so the first query on a connection taken from the pool always sets the path
+# again. tests/test_tenancy.py checks it through a real server with a one-connection pool.
+TENANT_LIMIT_SET_CALLS = True
 
 
 def _postgres_url(database: dict) -> str:
@@ -200,6 +222,12 @@ CHANNEL_LAYERS = {
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
 CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default=REDIS_URL)
 CELERY_RESULT_EXPIRES = 3600
+# Nobody waits for a task's result but /health/?deep=1 (config.health_probe keeps its
+# own): storing none also spares the sender a result-backend subscription per task.
+CELERY_TASK_IGNORE_RESULT = True
+# One result backend per process, not one per thread (the web serves each request in a
+# thread of its own, and would build a new backend and Redis pool for each).
+CELERY_RESULT_BACKEND_THREAD_SAFE = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"

@@ -3,7 +3,7 @@ from django.contrib.auth import get_user_model
 from django.db import connection
 
 
-@shared_task(name="config.health_probe")
+@shared_task(name="config.health_probe", ignore_result=False)  # /health/?deep=1 waits on it
 def health_probe() -> dict:
     """A round trip through the broker and a worker, in the caller's tenant schema.
 

@@ -36,27 +36,41 @@ def message_as_event(message) -> dict:
     }
 
 
+def event_publish(*, schema: str, event_type: str, data: dict, key: str) -> None:
+    """Publish `{"type": event_type, key: data}` to a tenant's dashboards and queue it for
+    the tenant's webhook endpoints, now."""
+    try:
+        tenant_event_publish(schema_name=schema, event={"type": event_type, key: data})
+    except Exception:
+        logger.warning("could not publish %s to the dashboards", event_type, exc_info=True)
+    try:
+        from messaging.webhooks import webhook_event_emit
+
+        with schema_context(schema):
+            webhook_event_emit(event_type=event_type, payload=data)
+    except Exception:
+        logger.exception("could not queue the %s webhooks", event_type)
+
+
 def event_publish_after_commit(*, event_type: str, data: dict, key: str) -> None:
-    """Publish `{"type": event_type, key: data}` to the current tenant's dashboards and
-    queue it for the tenant's webhook endpoints, once the transaction commits."""
+    """`event_publish` in the current tenant schema, once the transaction commits."""
     schema = connection.schema_name
-
-    def publish() -> None:
-        try:
-            tenant_event_publish(schema_name=schema, event={"type": event_type, key: data})
-        except Exception:
-            logger.warning("could not publish %s to the dashboards", event_type, exc_info=True)
-        try:
-            from messaging.webhooks import webhook_event_emit
-
-            with schema_context(schema):
-                webhook_event_emit(event_type=event_type, payload=data)
-        except Exception:
-            logger.exception("could not queue the %s webhooks", event_type)
-
-    transaction.on_commit(publish)
+    transaction.on_commit(
+        lambda: event_publish(schema=schema, event_type=event_type, data=data, key=key)
+    )
 
 
 def message_event_after_commit(message, event_type: str) -> None:
     """`message.new` or `message.status` for this message."""
     event_publish_after_commit(event_type=event_type, data=message_as_event(message), key="message")
+
+
+def message_event_publish(message, event_type: str) -> None:
+    """The same, now, in the current tenant schema (a worker, after the commit that stored
+    the message): the inbound path publishes `message.new` from its routing task."""
+    event_publish(
+        schema=connection.schema_name,
+        event_type=event_type,
+        data=message_as_event(message),
+        key="message",
+    )

@@ -2,23 +2,32 @@
 
 `inbound_receive` runs wherever the provider's message arrives (the Twilio webhook in a
 web process, a neonize or sandbox connection in a runner). It only writes rows and
-returns; media downloads and routing to the owner menu or the customer flow run after
-commit in a Celery worker, so the webhook answers fast and a runner's control loop never
-waits for a bot.
+returns; publishing `message.new` (dashboards, outgoing webhooks), media downloads and
+routing to the owner menu or the customer flow run after commit in a Celery worker, so
+the webhook answers fast and a runner's control loop never waits for a bot.
+
+Storing is ONE SQL statement (`inbound_store_statement`), shared with the Twilio fast
+path (messaging/twilio_fast.py), which runs it on its own async connections: upsert the
+contact, upsert the conversation, insert the message unless the provider already
+delivered it (INSERT ... ON CONFLICT DO NOTHING on the unique (session, provider message
+id)), then count it unread and apply STOP/START. Every table name carries its schema, so
+the statement never depends on a connection's search_path.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
+import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
-from django.db import IntegrityError, connection, transaction
-from django.db.models import F
+from django.db import connection, transaction
 from django.utils import timezone
 from django_tenants.utils import schema_context
 
-from messaging.events import message_event_after_commit
-from messaging.models import Contact, Conversation, Message
+from messaging.models import Message
 from sessions_app.models import WhatsAppSession
 from sessions_app.providers.base import MEDIA_KINDS, InboundMessage, MessageKind
 
@@ -81,74 +90,197 @@ def _opt_keyword(text: str) -> str | None:
     return None
 
 
+# Concurrent first messages of a new contact (or conversation) race on its insert: the
+# loser's statement sees no row (its snapshot predates the winner's commit) and changes
+# nothing; run again, it finds the row.
+STORE_ATTEMPTS = 3
+
+_STORE_SQL = """
+WITH found_contact AS (
+    SELECT id FROM {contact} WHERE phone = %(phone)s
+), new_contact AS (
+    INSERT INTO {contact}
+        (phone, push_name, language, opted_out, opted_out_at, blocked, created_at, updated_at)
+    SELECT %(phone)s, %(push_name)s, '', %(opt)s = 'out',
+           CASE WHEN %(opt)s = 'out' THEN %(now)s::timestamptz END, false,
+           %(now)s::timestamptz, %(now)s::timestamptz
+    WHERE NOT EXISTS (SELECT 1 FROM found_contact)
+    ON CONFLICT (phone) DO NOTHING
+    RETURNING id
+), contact AS (
+    SELECT id, false AS created FROM found_contact
+    UNION ALL
+    SELECT id, true FROM new_contact
+), found_conversation AS (
+    SELECT v.id FROM {conversation} v JOIN contact ON v.contact_id = contact.id
+    WHERE v.session_id = %(session_id)s::bigint
+), new_conversation AS (
+    INSERT INTO {conversation}
+        (contact_id, session_id, last_message_at, unread_count, human_takeover, created_at)
+    SELECT id, %(session_id)s::bigint, %(at)s::timestamptz, 1, false, %(now)s::timestamptz
+    FROM contact
+    WHERE NOT EXISTS (SELECT 1 FROM found_conversation)
+    ON CONFLICT (contact_id, session_id) DO NOTHING
+    RETURNING id
+), conversation AS (
+    SELECT id, false AS created FROM found_conversation
+    UNION ALL
+    SELECT id, true FROM new_conversation
+), message AS (
+    INSERT INTO {message}
+        (public_id, conversation_id, session_id, direction, kind, text, media_url, media_file,
+         media_mime_type, payload, provider_message_id, reply_to_id, reply_to_provider_id,
+         status, attempts, last_error, error_code, dead_letter, created_at)
+    SELECT %(public_id)s::uuid, conversation.id, %(session_id)s::bigint, 'in', %(kind)s,
+           %(text)s, %(media_url)s, '', %(mime_type)s, %(payload)s::jsonb,
+           %(provider_message_id)s,
+           (SELECT r.id FROM {message} r
+            WHERE r.session_id = %(session_id)s::bigint AND %(reply_to)s <> ''
+              AND r.provider_message_id = %(reply_to)s LIMIT 1),
+           %(reply_to)s, 'received', 0, '', '', false, %(at)s::timestamptz
+    FROM conversation
+    ON CONFLICT DO NOTHING
+    RETURNING id, conversation_id
+), counted AS (
+    UPDATE {conversation} SET unread_count = unread_count + 1, last_message_at = %(at)s
+    WHERE id = (SELECT conversation_id FROM message)
+      AND NOT (SELECT created FROM conversation)
+), contact_changed AS (
+    UPDATE {contact} SET
+        push_name = CASE WHEN %(push_name)s <> '' THEN %(push_name)s ELSE push_name END,
+        opted_out = CASE %(opt)s WHEN 'out' THEN true WHEN 'in' THEN false ELSE opted_out END,
+        opted_out_at = CASE
+            WHEN %(opt)s = 'out' AND NOT opted_out THEN %(now)s::timestamptz
+            WHEN %(opt)s = 'in' THEN NULL
+            ELSE opted_out_at END,
+        updated_at = %(now)s
+    WHERE id = (SELECT id FROM contact) AND NOT (SELECT created FROM contact)
+      AND EXISTS (SELECT 1 FROM message)
+      AND ((%(push_name)s <> '' AND push_name <> %(push_name)s)
+           OR (%(opt)s = 'out' AND NOT opted_out) OR (%(opt)s = 'in' AND opted_out))
+)
+SELECT (SELECT id FROM conversation), (SELECT id FROM message)
+"""
+
+
+@dataclass(frozen=True)
+class InboundRow:
+    """What `inbound_store_statement` sets on the message row, for a Message built back."""
+
+    public_id: uuid.UUID
+    kind: str
+    text: str
+    media_url: str
+    mime_type: str
+    payload: dict
+    at: datetime
+
+
+@functools.cache
+def _store_sql(schema: str) -> str:
+    quoted = '"' + schema.replace('"', '""') + '"'
+    return _STORE_SQL.format(
+        **{name: f'{quoted}."messaging_{name}"' for name in ("contact", "conversation", "message")}
+    )
+
+
+def inbound_store_statement(
+    *, schema: str, session_id: int, inbound: InboundMessage
+) -> tuple[str, dict, InboundRow]:
+    """The statement that stores `inbound` in `schema`, its parameters, and the row.
+
+    It returns one row: (conversation id, message id). The message id is NULL for a
+    message stored before (a duplicate: nothing changed); the conversation id is NULL
+    when a concurrent first message of the same contact won a race: nothing changed,
+    run it again."""
+    media = inbound.media
+    row = InboundRow(
+        public_id=uuid.uuid4(),
+        kind=str(inbound.kind),
+        text=(media.caption if media and not inbound.text else inbound.text)[:10000],
+        media_url=(media.url if media else "")[:1000],
+        mime_type=(media.mime_type if media else "")[:100],
+        payload=_payload(inbound),
+        at=inbound.timestamp,
+    )
+    keyword = _opt_keyword(inbound.text) if inbound.kind == MessageKind.TEXT else None
+    params = {
+        "phone": inbound.sender,
+        "push_name": inbound.push_name[:120],
+        "opt": keyword or "",
+        "now": timezone.now(),
+        "session_id": session_id,
+        "public_id": row.public_id,
+        "kind": row.kind,
+        "text": row.text,
+        "media_url": row.media_url,
+        "mime_type": row.mime_type,
+        "payload": json.dumps(row.payload),
+        "provider_message_id": inbound.provider_message_id,
+        "reply_to": inbound.reply_to_id,
+        "at": row.at,
+    }
+    return _store_sql(schema), params, row
+
+
+def inbound_message_built(
+    *, session_id: int, inbound: InboundMessage, row: InboundRow, ids: tuple[int, int]
+) -> Message:
+    """The Message the statement stored, without reading it back."""
+    conversation_id, message_id = ids
+    message = Message(
+        id=message_id,
+        public_id=row.public_id,
+        conversation_id=conversation_id,
+        session_id=session_id,
+        direction=Message.Direction.INBOUND,
+        kind=row.kind,
+        text=row.text,
+        media_url=row.media_url,
+        media_mime_type=row.mime_type,
+        payload=row.payload,
+        provider_message_id=inbound.provider_message_id,
+        reply_to_provider_id=inbound.reply_to_id,
+        status=Message.Status.RECEIVED,
+        created_at=row.at,
+    )
+    message._state.adding = False
+    message._state.db = "default"
+    return message
+
+
 def inbound_receive(*, session: WhatsAppSession, inbound: InboundMessage) -> InboundResult:
     """Store one inbound message in the session's tenant schema, exactly once.
 
     Upserts the contact and the conversation, counts it unread, applies STOP/START, and
-    after commit publishes `message.new`, queues outgoing webhooks and hands the message
-    to routing (and media download) in a worker. A repeat of a stored provider message
-    id returns the stored message and changes nothing.
+    after commit hands the message to a worker (publishing `message.new`, media, routing).
+    A repeat of a stored provider message id returns the stored message and changes
+    nothing.
     """
-    with schema_context(session.tenant.schema_name):
-        existing = Message.objects.filter(
-            session_id=session.pk, provider_message_id=inbound.provider_message_id
-        ).first()
-        if existing is not None:
-            return InboundResult(message=existing, created=False)
-        try:
-            with transaction.atomic():
-                return InboundResult(message=_store(session, inbound), created=True)
-        except IntegrityError:
-            # Stored meanwhile by a concurrent delivery of the same message.
-            message = Message.objects.get(
-                session_id=session.pk, provider_message_id=inbound.provider_message_id
+    schema = session.tenant.schema_name
+    statement, params, row = inbound_store_statement(
+        schema=schema, session_id=session.pk, inbound=inbound
+    )
+    with schema_context(schema):
+        for _ in range(STORE_ATTEMPTS):
+            # One statement: atomic on its own, no BEGIN/COMMIT round trips.
+            with connection.cursor() as cursor:
+                cursor.execute(statement, params)
+                conversation_id, message_id = cursor.fetchone()
+            if conversation_id is None:
+                continue  # lost a race with a concurrent first message: again
+            if message_id is None:
+                existing = Message.objects.get(
+                    session_id=session.pk, provider_message_id=inbound.provider_message_id
+                )
+                return InboundResult(message=existing, created=False)
+            message = inbound_message_built(
+                session_id=session.pk, inbound=inbound, row=row, ids=(conversation_id, message_id)
             )
-            return InboundResult(message=message, created=False)
-
-
-def _store(session: WhatsAppSession, inbound: InboundMessage) -> Message:
-    contact, created = Contact.objects.get_or_create(
-        phone=inbound.sender, defaults={"push_name": inbound.push_name[:120]}
-    )
-    if not created and inbound.push_name and contact.push_name != inbound.push_name:
-        contact.push_name = inbound.push_name[:120]
-        contact.save(update_fields=["push_name", "updated_at"])
-    conversation, _ = Conversation.objects.get_or_create(contact=contact, session_id=session.pk)
-    reply_to = None
-    if inbound.reply_to_id:
-        reply_to = Message.objects.filter(
-            session_id=session.pk, provider_message_id=inbound.reply_to_id
-        ).first()
-    media = inbound.media
-    message = Message.objects.create(
-        conversation=conversation,
-        session_id=session.pk,
-        direction=Message.Direction.INBOUND,
-        kind=str(inbound.kind),
-        text=(media.caption if media and not inbound.text else inbound.text)[:10000],
-        media_url=(media.url if media else "")[:1000],
-        media_mime_type=(media.mime_type if media else "")[:100],
-        payload=_payload(inbound),
-        provider_message_id=inbound.provider_message_id,
-        reply_to=reply_to,
-        reply_to_provider_id=inbound.reply_to_id,
-        status=Message.Status.RECEIVED,
-        created_at=inbound.timestamp,
-    )
-    Conversation.objects.filter(pk=conversation.pk).update(
-        unread_count=F("unread_count") + 1, last_message_at=inbound.timestamp
-    )
-    if inbound.kind == MessageKind.TEXT:
-        keyword = _opt_keyword(inbound.text)
-        if keyword == "out" and not contact.opted_out:
-            Contact.objects.filter(pk=contact.pk).update(
-                opted_out=True, opted_out_at=timezone.now()
-            )
-        elif keyword == "in" and contact.opted_out:
-            Contact.objects.filter(pk=contact.pk).update(opted_out=False, opted_out_at=None)
-    message_event_after_commit(message, "message.new")
-    _after_commit_route(message, media_downloader=media.download if media else None)
-    return message
+            media = inbound.media
+            _after_commit_route(message, media_downloader=media.download if media else None)
+            return InboundResult(message=message, created=True)
+    raise RuntimeError(f"inbound message {inbound.provider_message_id!r} could not be stored")
 
 
 def _after_commit_route(message: Message, *, media_downloader) -> None:

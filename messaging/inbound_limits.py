@@ -66,13 +66,44 @@ def inbound_customer_check(
     )
 
 
+def inbound_volume_keys(schema: str, now: float) -> tuple[str, str]:
+    """The Redis counters of this minute: the tenant's, and the platform's."""
+    window = _window(now)
+    return f"intenant:{schema}:{window}", f"inglobal:{window}"
+
+
+def inbound_volume_verdict(
+    *, tenant_count: int, global_count: int, per_minute: int, now: float
+) -> tuple[int, bool]:
+    """(seconds to wait or 0, whether the platform's count must be given back).
+
+    Both counters are taken in one round trip; a message refused for its tenant's limit
+    was never the platform's, so its global count is given back (DECR)."""
+    retry_after = WINDOW_SECONDS - int(now % WINDOW_SECONDS) or 1
+    if tenant_count > per_minute:
+        return retry_after, True
+    if global_count > settings.INBOUND_GLOBAL_PER_MINUTE:
+        return retry_after, False
+    return 0, False
+
+
 def inbound_volume_check(*, schema: str, per_minute: int, now: float | None = None) -> int:
     """0 when the tenant and the platform are under their limits; else seconds to wait."""
     now = time.time() if now is None else now
-    window = _window(now)
-    retry_after = WINDOW_SECONDS - int(now % WINDOW_SECONDS) or 1
-    if _count(f"intenant:{schema}:{window}") > per_minute:
-        return retry_after
-    if _count(f"inglobal:{window}") > settings.INBOUND_GLOBAL_PER_MINUTE:
-        return retry_after
-    return 0
+    tenant_key, global_key = inbound_volume_keys(schema, now)
+    pipe = redis_client().pipeline(transaction=False)
+    pipe.incr(tenant_key)
+    pipe.incr(global_key)
+    tenant_count, global_count = pipe.execute()
+    wait, give_back = inbound_volume_verdict(
+        tenant_count=tenant_count, global_count=global_count, per_minute=per_minute, now=now
+    )
+    if give_back or tenant_count == 1 or global_count == 1:  # rarely: a second trip
+        pipe = redis_client().pipeline(transaction=False)
+        for key, count in ((tenant_key, tenant_count), (global_key, global_count)):
+            if count == 1:  # the first of its window: it expires with its window
+                pipe.expire(key, WINDOW_SECONDS * 2)
+        if give_back:
+            pipe.decr(global_key)
+        pipe.execute()
+    return wait

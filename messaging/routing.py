@@ -30,9 +30,12 @@ class Route:
     IGNORED = "ignored"  # reactions, groups, blocked contacts
 
 
-def inbound_route_message(*, message_id: int) -> str:
-    """Route one stored inbound message (in the current tenant schema). Returns the route."""
-    message = Message.objects.select_related("conversation__contact").get(pk=message_id)
+def inbound_route_message(*, message_id: int, message: Message | None = None) -> str:
+    """Route one stored inbound message (in the current tenant schema). Returns the route.
+
+    `message`: the same, already read with its conversation and contact."""
+    if message is None:
+        message = Message.objects.select_related("conversation__contact").get(pk=message_id)
     session = WhatsAppSession.objects.select_related("tenant").get(pk=message.session_id)
     contact = message.conversation.contact
     if contact.phone in session.owner_numbers:

@@ -1,9 +1,12 @@
 """Phone numbers are stored in E.164 ("+972501234567") everywhere."""
 
+import functools
+
 import phonenumbers
 from django.core.exceptions import ValidationError
 
 
+@functools.lru_cache(maxsize=4096)  # the same senders write again and again (webhooks)
 def to_e164(value: str, *, default_region: str = "IL") -> str:
     """Normalise a number typed by a person or sent by a provider; raise ValidationError."""
     raw = (value or "").strip()

@@ -1,5 +1,9 @@
 """Tenant resolution from the host, and the refusal of suspended tenants."""
 
+import logging
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.db import DatabaseError, connection
 from django.http import JsonResponse
 from django.shortcuts import render
 from django.utils.translation import gettext as _
@@ -7,8 +11,12 @@ from django_tenants.middleware.main import TenantMainMiddleware
 
 from tenants.models import Tenant
 
+logger = logging.getLogger(__name__)
+
 # Machine clients get JSON errors in the API's format; people get a page.
 MACHINE_PATH_PREFIXES = ("/api/", "/webhooks/")
+# How long a client should wait when the database is unavailable (Twilio retries).
+RETRY_AFTER_SECONDS = 5
 
 
 def wants_json(request) -> bool:
@@ -21,6 +29,19 @@ def error_response(request, *, status: int, code: str, message: str, template: s
     if wants_json(request):
         return JsonResponse({"error": {"code": code, "message": message}}, status=status)
     return render(request, template, {"message": message}, status=status)
+
+
+def database_unavailable_response(request):
+    """HTTP 503 with Retry-After: the database cannot be reached or has no free connection."""
+    response = error_response(
+        request,
+        status=503,
+        code="unavailable",
+        message=_("The service is briefly unavailable. Try again in a few seconds."),
+        template="tenants/unavailable.html",
+    )
+    response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
 
 
 def tenant_suspended_response(request, tenant: Tenant):
@@ -38,7 +59,16 @@ def tenant_suspended_response(request, tenant: Tenant):
 
 
 class TenantMiddleware(TenantMainMiddleware):
-    """django-tenants' host resolution, with a clear answer for an unknown host."""
+    """django-tenants' host resolution, with a clear answer for an unknown host, and a 503
+    (never a 500) when the database cannot tell which tenant the host belongs to."""
+
+    def process_request(self, request):
+        try:
+            return super().process_request(request)
+        except DatabaseError:
+            logger.warning("tenant resolution: database unavailable", exc_info=True)
+            connection.close()  # a broken connection is not given to the next request
+            return database_unavailable_response(request)
 
     def no_tenant_found(self, request, hostname):
         return error_response(
@@ -51,12 +81,30 @@ class TenantMiddleware(TenantMainMiddleware):
 
 
 class SuspendedTenantMiddleware:
+    """Refuses every request to a suspended tenant's host (static files excepted).
+
+    Sync and async: Django runs it in whichever mode its neighbours run, so it never adds
+    a thread handoff of its own."""
+
+    sync_capable = True
+    async_capable = True
+
     def __init__(self, get_response):
         self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
 
-    def __call__(self, request):
+    def _refusal(self, request):
         tenant = getattr(request, "tenant", None)
         suspended = tenant is not None and not tenant.is_active and not tenant.is_public
         if suspended and not request.path.startswith("/static/"):
             return tenant_suspended_response(request, tenant)
-        return self.get_response(request)
+        return None
+
+    def __call__(self, request):
+        if iscoroutinefunction(self):
+            return self.__acall__(request)
+        return self._refusal(request) or self.get_response(request)
+
+    async def __acall__(self, request):
+        return self._refusal(request) or await self.get_response(request)

@@ -2,6 +2,7 @@
 
 import sys
 import threading
+import time
 import uuid
 from urllib.parse import urlparse
 
@@ -15,8 +16,8 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from twilio.request_validator import RequestValidator
 
-from messaging import routing
 from messaging.inbound import inbound_receive
+from messaging.inbound_cache import CACHE_SECONDS
 from messaging.models import Contact, Conversation, Message, MessagingSettings
 from messaging.routing import Route, inbound_route_message
 from sessions_app.models import Status, WhatsAppSession
@@ -410,23 +411,25 @@ def test_a_conversation_taken_over_by_a_person_is_left_to_them(make_tenant, reco
     assert recorded_flows == []
 
 
-def test_a_customer_writing_too_fast_is_paused_after_one_notice(
-    make_tenant, recorded_flows, monkeypatch
-):
-    session = session_create(
-        tenant=make_tenant(), name="Main", provider="sandbox", customer_mode="ordering"
-    )
-    notices = []
-    monkeypatch.setattr(routing, "_send_pause_notice", lambda *a: notices.append(a))
-    with schema_context(session.tenant.schema_name):
-        MessagingSettings.objects.update_or_create(
-            pk=1, defaults={"inbound_per_customer_per_minute": 3}
+def test_a_customer_writing_too_fast_gets_one_notice_and_a_pause(committed_db):
+    from messaging.inbound_limits import inbound_customer_check
+
+    def check(now):
+        return inbound_customer_check(
+            schema=schema,
+            phone="+972501234567",
+            per_minute=3,
+            pause_minutes=5,
+            now=now,
         )
-    routes = [_route(session, _inbound(session, text=f"msg {i}")) for i in range(6)]
-    assert routes == [Route.ORDERING] * 3 + [Route.PAUSED] * 3
-    assert len(notices) == 1
-    assert len(recorded_flows) == 3
-    assert len(_messages(session)) == 6  # every message is stored
+
+    schema = f"limits_{uuid.uuid4().hex[:8]}"
+    start = 1_800_000_000.0  # the start of a minute: the test controls the clock
+    verdicts = [check(start + i) for i in range(6)]
+    assert [v.answer for v in verdicts] == [True, True, True, False, False, False]
+    assert [v.send_notice for v in verdicts] == [False, False, False, True, False, False]
+    assert check(start + 120).answer is False  # still paused two minutes later
+    assert check(start + 5 * 60 + 10).answer is True  # and answered again after five
 
 
 def test_a_sandbox_phone_message_reaches_the_tenant_through_a_real_runner(
@@ -462,3 +465,143 @@ def test_a_sandbox_phone_message_reaches_the_tenant_through_a_real_runner(
         runner.stop()
     (message,) = messages
     assert (message.text, message.conversation.contact.push_name) == ("שלום", "Noa")
+
+
+# --- the fast path (messaging/twilio_fast.py) answers as the Django view does ----------
+
+
+def _both_answers(web_server, session, form, *, signature=None):
+    """(the real server's answer: the fast path, the Django view's answer) to one form.
+
+    The MessageSid differs between the two posts, so that neither is the other's repeat."""
+    port = urlparse(web_server).port
+    fast_form = {**form, "MessageSid": form.get("MessageSid", "") + "F"} if form else form
+    url = f"http://localhost:{port}/webhooks/twilio/"
+    headers = _signed(url, fast_form) if signature is None else {"X-Twilio-Signature": signature}
+    fast = httpx.post(
+        f"{web_server}/webhooks/twilio/",
+        data=fast_form,
+        headers={**headers, "Host": f"localhost:{port}"},
+        timeout=20,
+    )
+    django = _post(None, "/webhooks/twilio/", form, signature=signature)
+    return fast, django
+
+
+def _same_answer(fast, django) -> None:
+    assert fast.status_code == django.status_code
+    assert fast.content == django.content
+    for header in ("Content-Type", "X-Frame-Options", "Content-Language"):
+        assert fast.headers.get(header) == django.get(header), header
+    # the seconds left in the minute: the same, or one less a moment later
+    assert ("Retry-After" in fast.headers) == django.has_header("Retry-After")
+
+
+@pytest.mark.integration
+def test_the_fast_path_answers_every_case_as_the_django_view(twilio_session, web_server):
+    session = twilio_session
+    with schema_context(session.tenant.schema_name):
+        MessagingSettings.objects.update_or_create(
+            pk=1, defaults={"inbound_per_tenant_per_minute": 6}
+        )
+    # 200, stored
+    fast, django = _both_answers(web_server, session, _form(session))
+    _same_answer(fast, django)
+    assert fast.status_code == 200 and fast.headers["Content-Type"].startswith("text/xml")
+    # 404: a number no session uses
+    _same_answer(*_both_answers(web_server, session, _form(session, To="whatsapp:+14155550000")))
+    # 403: a bad signature, and a missing one
+    _same_answer(*_both_answers(web_server, session, _form(session), signature="bm90IGl0"))
+    _same_answer(*_both_answers(web_server, session, _form(session), signature=""))
+    # 400: signed, but not a Twilio message
+    fast, django = _both_answers(web_server, session, _form(session, NumMedia="many"))
+    _same_answer(fast, django)
+    assert fast.status_code == 400 and fast.json()["error"]["code"] == "invalid_message"
+    # 429 once the tenant's limit (6 a minute, 4 taken above... by each side) is passed
+    answers = [_both_answers(web_server, session, _form(session)) for _ in range(3)]
+    assert [(f.status_code, d.status_code) for f, d in answers][-1] == (429, 429)
+    _same_answer(*answers[-1])
+    # 403: a suspended tenant (the fast path hands it to Django, which translates it)
+    from tenants.services import tenant_suspend
+
+    tenant_suspend(tenant=session.tenant)
+    time.sleep(CACHE_SECONDS)  # the web server's cache of the session and its tenant
+    fast, django = _both_answers(web_server, session, _form(session))
+    _same_answer(fast, django)
+    assert fast.json()["error"]["code"] == "tenant_suspended"
+    # and what was accepted was stored once each: 2 (first) + 2 (before the limit)
+    assert len(_messages(session)) == 4
+
+
+@pytest.mark.integration
+def test_a_fast_path_message_is_routed_and_announced_by_a_real_worker(
+    twilio_session, web_server, celery_worker
+):
+    from messaging.models import WebhookDelivery
+    from messaging.webhooks import webhook_endpoint_create
+
+    # Given a tenant with an outgoing webhook for message.new
+    with schema_context(twilio_session.tenant.schema_name):
+        webhook_endpoint_create(url="http://127.0.0.1:9/hook", events=["message.new"])
+    # When Twilio posts a message to the real server (the fast path)
+    form = _form(twilio_session, Body="Two pizzas")
+    port = urlparse(web_server).port
+    url = f"http://localhost:{port}/webhooks/twilio/"
+    response = httpx.post(
+        f"{web_server}/webhooks/twilio/",
+        data=form,
+        headers={**_signed(url, form), "Host": f"localhost:{port}"},
+        timeout=20,
+    )
+    assert response.status_code == 200
+    # Then the worker ran its one task in the tenant's schema: message.new was queued for
+    # the endpoint, with the stored message
+    (message,) = _messages(twilio_session)
+
+    def announced():
+        with schema_context(twilio_session.tenant.schema_name):
+            return list(WebhookDelivery.objects.filter(event_type="message.new"))
+
+    (delivery,) = wait_until(announced, timeout=30, what="the message.new delivery")
+    assert delivery.payload["id"] == str(message.public_id)
+    assert delivery.payload["text"] == "Two pizzas"
+    assert delivery.payload["contact"] == {"phone": "+972501234567", "name": "Dana"}
+
+
+def test_the_fast_paths_celery_message_is_the_one_celery_sends(monkeypatch, twilio_session):
+    """messaging.inbound_tasks.celery_message builds by hand what apply_async LPUSHes."""
+    import base64
+    import json
+
+    import redis
+
+    from messaging.inbound_tasks import celery_message, inbound_route
+
+    pushed = []
+    real = redis.Redis.execute_command
+
+    def capture(self, *args, **options):
+        if args and args[0] == "LPUSH":
+            pushed.append((args[1], args[2]))
+            return 1
+        return real(self, *args, **options)
+
+    monkeypatch.setattr(redis.Redis, "execute_command", capture)
+    with schema_context(twilio_session.tenant.schema_name):
+        inbound_route.delay(4321)
+    ((celery_queue, celery_payload),) = pushed
+    queue, payload = celery_message(
+        "messaging.inbound_route", args=(4321,), schema=twilio_session.tenant.schema_name
+    )
+
+    def comparable(raw: str) -> dict:
+        message = json.loads(raw)
+        message["body"] = json.loads(base64.b64decode(message["body"]))
+        for name in ("id", "root_id", "origin"):
+            message["headers"].pop(name)
+        for name in ("correlation_id", "delivery_tag", "reply_to"):
+            message["properties"].pop(name)
+        return message
+
+    assert queue == celery_queue
+    assert comparable(payload) == comparable(celery_payload)

@@ -1,5 +1,11 @@
 """Tenants: provisioning, isolation between schemas, the one-step command, suspension."""
 
+import subprocess
+import sys
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
@@ -9,7 +15,16 @@ from django_tenants.utils import schema_context, schema_exists
 
 from tenants.models import Domain, Tenant
 from tenants.services import NewTenant, tenant_create, tenant_suspend
-from tests.conftest import OWNER_PASSWORD, host_of
+from tests.conftest import (
+    OWNER_PASSWORD,
+    ROOT,
+    free_port,
+    host_of,
+    login,
+    owner_email,
+    process_env,
+    wait_until,
+)
 
 User = get_user_model()
 
@@ -199,3 +214,120 @@ def test_another_tenants_session_cookie_is_worthless(make_tenant):
     sushi_client = Client(HTTP_HOST=host_of(sushi))
     sushi_client.cookies["sessionid"] = cookie
     assert sushi_client.get("/").status_code == 302  # back to the login page
+
+
+# --- pooled connections ---------------------------------------------------------------
+
+
+@pytest.fixture
+def one_connection_web_server(committed_db, process_logs):
+    """The real web server with a pool of ONE connection: every request, whatever its
+    tenant, runs on the PostgreSQL connection the request before it used. Yields its URL
+    and the connection's application_name (to find it in pg_stat_activity)."""
+    port, name = free_port(), f"pool-isolation-{uuid.uuid4().hex[:8]}"
+    env = process_env()
+    env.update(
+        DATABASE_URL=f"{env['DATABASE_URL']}?application_name={name}",
+        DATABASE_POOL_MAX_SIZE="1",
+    )
+    log_path = process_logs / f"{name}.log"
+    with open(log_path, "wb") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1",
+             "--port", str(port), "--lifespan", "off", "--no-access-log"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        url = f"http://127.0.0.1:{port}"
+
+        def answers() -> bool:
+            if server.poll() is not None:
+                raise AssertionError(f"the web server exited:\n{log_path.read_text()[-3000:]}")
+            try:
+                return httpx.get(f"{url}/health/", timeout=2).status_code in (200, 503)
+            except httpx.HTTPError:
+                return False
+
+        try:
+            wait_until(answers, timeout=60, what="the one-connection web server")
+            yield url, name
+        finally:
+            server.terminate()
+            server.wait(timeout=20)
+
+
+def test_a_pooled_connection_never_serves_one_tenant_in_anothers_schema(
+    make_tenant, one_connection_web_server
+):
+    # Given two tenants, each signed in through a server whose pool holds one connection
+    url, connection_name = one_connection_web_server
+    pizza, sushi = make_tenant(), make_tenant()
+    emails = {tenant.pk: owner_email(tenant) for tenant in (pizza, sushi)}
+    cookies = {
+        tenant.pk: login(url, tenant, email=emails[tenant.pk]).cookies["sessionid"]
+        for tenant in (pizza, sushi)
+    }
+
+    # When both tenants' dashboards are requested, interleaved and concurrently
+    def dashboard(number: int):
+        tenant = (pizza, sushi)[number % 2]
+        response = httpx.get(
+            f"{url}/",
+            headers={"Host": host_of(tenant), "Cookie": f"sessionid={cookies[tenant.pk]}"},
+            timeout=30,
+        )
+        return tenant, response
+
+    with ThreadPoolExecutor(8) as threads:
+        answers = list(threads.map(dashboard, range(120)))
+
+    # Then each was answered from its own schema only: the session and the user (rows of
+    # the tenant's schema) were found, and the other tenant's user never shows
+    for tenant, response in answers:
+        other = sushi if tenant is pizza else pizza
+        assert response.status_code == 200, (tenant.slug, response.status_code)
+        page = response.text
+        assert emails[tenant.pk] in page and tenant.name in page
+        assert emails[other.pk] not in page and other.name not in page
+    # and each login's session row was written to its own tenant's schema
+    for tenant, other in ((pizza, sushi), (sushi, pizza)):
+        with schema_context(tenant.schema_name):
+            from django.contrib.sessions.models import Session
+
+            assert Session.objects.filter(session_key=cookies[tenant.pk]).exists()
+            assert not Session.objects.filter(session_key=cookies[other.pk]).exists()
+    # all through one PostgreSQL connection, reused by both tenants in turn
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+            [connection_name],
+        )
+        assert cursor.fetchone()[0] == 1
+
+
+def test_a_database_error_while_resolving_the_tenant_is_a_503_never_a_500(make_tenant, monkeypatch):
+    # Given a database that fails (too many clients, no free pooled connection...) while
+    # the host's tenant is looked up, before any view runs
+    from django.db import OperationalError
+
+    from tenants.middleware import TenantMiddleware
+
+    tenant = make_tenant()
+
+    def unavailable(self, domain_model, hostname):
+        raise OperationalError("sorry, too many clients already")
+
+    monkeypatch.setattr(TenantMiddleware, "get_tenant", unavailable)
+    client = Client(HTTP_HOST=host_of(tenant), raise_request_exception=False)
+
+    # Then machines (webhooks, the API) get a JSON 503 with Retry-After
+    for path in ("/webhooks/twilio/", "/api/v1/messages"):
+        response = client.post(path, data={})
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "unavailable"
+        assert int(response["Retry-After"]) > 0
+    # and people a page that says so
+    page = client.get("/login/")
+    assert page.status_code == 503 and int(page["Retry-After"]) > 0
+    assert "unavailable" in page.content.decode()
