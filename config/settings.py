@@ -185,23 +185,11 @@ DATABASE_POOL_OPTIONS = (
 TENANT_LIMIT_SET_CALLS = True
 
 
-def _postgres_url(database: dict) -> str:
-    """postgres://user:password@host:port/name?sslmode=disable for a Django database."""
-    from urllib.parse import quote
-
-    credentials = quote(str(database.get("USER") or ""), safe="")
-    if database.get("PASSWORD"):
-        credentials += ":" + quote(str(database["PASSWORD"]), safe="")
-    host = database.get("HOST") or "localhost"
-    port = database.get("PORT") or 5432
-    name = quote(str(database["NAME"]), safe="")
-    return f"postgres://{credentials}@{host}:{port}/{name}?sslmode=disable"
-
-
 # neonize's device store (whatsmeow's keys and sessions of every linked WhatsApp number):
 # the whatsmeow_* tables neonize creates itself, in the public schema (the first one on
-# the default search_path). Only the session runner uses it. Default: the database above.
-NEONIZE_DATABASE_URL = env.str("NEONIZE_DATABASE_URL", default="") or _postgres_url(_database)
+# the default search_path). Only the session runner uses it. Empty: the database Django
+# uses (sessions_app.providers.neonize_provider.neonize_store_url derives it).
+NEONIZE_DATABASE_URL = env.str("NEONIZE_DATABASE_URL", default="")
 # SOCKS5 proxy for neonize sessions without one of their own (socks5://user:pass@host:port).
 NEONIZE_DEFAULT_PROXY = env.str("NEONIZE_DEFAULT_PROXY", default="")
 

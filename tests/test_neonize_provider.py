@@ -1002,13 +1002,17 @@ def nz_url(database: dict, name: str) -> str:
     return f"postgres://{database['USER']}{password}@{host}:{port}/{name}?sslmode=disable"
 
 
-def test_settings_derive_the_neonize_store_from_the_database():
+def test_the_device_store_follows_the_database_django_uses(committed_db):
     from django.conf import settings
+    from django.db import connection
 
-    database = settings.DATABASES["default"]
-    url = settings.NEONIZE_DATABASE_URL
-    assert url.startswith(f"postgres://{database['USER']}")
-    assert url.endswith(f"/{database['NAME']}?sslmode=disable")
+    from sessions_app.providers.neonize_provider import neonize_store_url
+
+    assert settings.NEONIZE_DATABASE_URL == ""
+    url = neonize_store_url()
+    assert url.startswith(f"postgres://{connection.settings_dict['USER']}")
+    assert url.endswith(f"/{connection.settings_dict['NAME']}?sslmode=disable")
+    assert connection.settings_dict["NAME"].startswith("test_")
     assert settings.NEONIZE_DEFAULT_PROXY == ""
 
 

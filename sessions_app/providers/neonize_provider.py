@@ -85,6 +85,25 @@ from sessions_app.providers.base import (
 )
 
 
+def neonize_store_url() -> str:
+    """The device store: NEONIZE_DATABASE_URL, else the database Django is using now
+    (derived at use time, so a test database is followed too)."""
+    if settings.NEONIZE_DATABASE_URL:
+        return settings.NEONIZE_DATABASE_URL
+    from urllib.parse import quote
+
+    from django.db import connections
+
+    database = connections["default"].settings_dict
+    credentials = quote(str(database.get("USER") or ""), safe="")
+    if database.get("PASSWORD"):
+        credentials += ":" + quote(str(database["PASSWORD"]), safe="")
+    host = database.get("HOST") or "localhost"
+    port = database.get("PORT") or 5432
+    name = quote(str(database["NAME"]), safe="")
+    return f"postgres://{credentials}@{host}:{port}/{name}?sslmode=disable"
+
+
 def _import_neonize() -> None:
     """Import neonize, undoing what its import does to the root logger (hazard 11): it
     calls logging.basicConfig(level=INFO) with a handler of its own."""
@@ -1015,7 +1034,7 @@ class NeonizeConnection(LiveConnection):
         default_proxy: str | None = None,
     ):
         super().__init__(config, events)
-        self.store = store or settings.NEONIZE_DATABASE_URL
+        self.store = store or neonize_store_url()
         self._default_proxy = default_proxy
         self.label = f"{config.session_id} ({config.public_id})"
         self._state = threading.RLock()
