@@ -11,7 +11,7 @@ import sys
 import traceback
 from collections.abc import Callable
 
-from bench import asgi_servers, provision, takeover, twilio_webhooks
+from bench import asgi_servers, neonize_memory, outbound, provision, takeover, twilio_webhooks
 from bench.common import Figure
 
 BENCHMARKS: list[tuple[str, Callable[[], list[Figure]]]] = [
@@ -19,6 +19,8 @@ BENCHMARKS: list[tuple[str, Callable[[], list[Figure]]]] = [
     ("asgi_servers", asgi_servers.run),
     ("takeover", takeover.run),
     ("twilio_webhooks", twilio_webhooks.run),
+    ("outbound", outbound.run),
+    ("neonize_memory", neonize_memory.run),
 ]
 
 

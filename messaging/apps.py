@@ -6,4 +6,5 @@ class MessagingConfig(AppConfig):
     verbose_name = "Messaging"
 
     def ready(self):
-        from messaging import inbound_receivers  # noqa: F401 - connects the signal receivers
+        # Connect the signal receivers: the inbound path's and the outbound path's.
+        from messaging import inbound_receivers, receivers  # noqa: F401

@@ -10,7 +10,13 @@ over, which claims it. Two guards make that exactly once:
 - the provider turns the idempotency key into a stable message id, so a resend after a
   crash between the send and the marker is recognised as the same message.
 
-A send that may be retried goes to a delayed set and back into the stream when due.
+A send that may be retried goes to a delayed set and back into the stream when due. The
+same delayed set holds sends that wait without it counting as an attempt (`outbox_defer`):
+a rate limit, or the next step of a humanised send ("typing…" now, the send itself in a
+few seconds), so nothing waits by sleeping in the runner.
+
+Before each send, the runner asks the product (the `send_checking` signal) whether and
+when to send: the answer is a `SendCheck`.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ import json
 import logging
 import time
 import uuid
+
+from django.conf import settings
 
 from config.redis_client import redis_client
 from sessions_app.providers.base import (
@@ -36,6 +44,11 @@ logger = logging.getLogger(__name__)
 GROUP = "runners"
 DONE_TTL_SECONDS = 7 * 24 * 3600
 RETRY_DELAYS = (5, 10, 20, 40, 80)  # seconds; after the last, the send has failed
+
+
+def retry_delays() -> tuple[float, ...]:
+    """settings.OUTBOUND_RETRY_DELAYS (the same delays Twilio sends use), else the default."""
+    return tuple(getattr(settings, "OUTBOUND_RETRY_DELAYS", None) or RETRY_DELAYS)
 
 
 def stream_key(session_id: int) -> str:
@@ -73,12 +86,27 @@ def outbound_from_dict(data: dict) -> OutboundMessage:
 
 
 @dataclasses.dataclass(frozen=True)
+class SendCheck:
+    """The product's answer before a send (a `send_checking` receiver returns one)."""
+
+    wait_seconds: float = 0.0  # limited: ask again after this long (not an attempt)
+    skip: bool = False  # not to be sent at all (suppressed, or no longer queued)
+    # Humanisation: (seconds after now, action) pairs -- "read", "typing", "paused" --
+    # ending with (seconds, "send"). Empty: send at once.
+    steps: tuple[tuple[float, str], ...] = ()
+    read_ids: tuple[str, ...] = ()  # the chat's messages the "read" step marks read
+
+
+@dataclasses.dataclass(frozen=True)
 class OutboxEntry:
     entry_id: str
     session_id: int
     message: OutboundMessage
     ref: dict
     attempts: int
+    # A humanised send in progress: {"started": epoch seconds, "steps": [[at, action]...],
+    # "read_ids": [...]}; None before the send was checked.
+    plan: dict | None = None
 
     @property
     def idempotency_key(self) -> str:
@@ -104,6 +132,12 @@ def _add(session_id: int, message: dict, ref: dict, *, attempts: int) -> None:
     redis_client().xadd(stream_key(session_id), fields)
 
 
+def _plan(fields: dict) -> dict | None:
+    raw = fields.get("plan") or ""
+    plan = json.loads(raw) if raw else None
+    return plan if isinstance(plan, dict) else None
+
+
 def _entry(session_id: int, entry_id: str, fields: dict) -> OutboxEntry | None:
     try:
         return OutboxEntry(
@@ -112,6 +146,7 @@ def _entry(session_id: int, entry_id: str, fields: dict) -> OutboxEntry | None:
             message=outbound_from_dict(json.loads(fields["message"])),
             ref=json.loads(fields.get("ref") or "{}"),
             attempts=int(fields.get("attempts", 0)),
+            plan=_plan(fields),
         )
     except (KeyError, TypeError, ValueError):
         # Not something outbox_enqueue wrote: drop it rather than block the stream.
@@ -194,30 +229,40 @@ def outbox_finish(entry: OutboxEntry) -> None:
 
 def outbox_retry_later(entry: OutboxEntry, *, delay: float | None = None) -> bool:
     """Schedule another attempt; False when the attempts are used up."""
-    if entry.attempts >= len(RETRY_DELAYS):
+    delays = retry_delays()
+    if entry.attempts >= len(delays):
         return False
-    delay = RETRY_DELAYS[entry.attempts] if delay is None else delay
-    member = json.dumps(
-        {
-            "message": outbound_to_dict(entry.message),
-            "ref": entry.ref,
-            "attempts": entry.attempts + 1,
-        }
-    )
+    delay = delays[entry.attempts] if delay is None else delay
+    _delay(entry, delay=delay, attempts=entry.attempts + 1, plan=None)
+    return True
+
+
+def outbox_defer(entry: OutboxEntry, *, delay: float, plan: dict | None = None) -> None:
+    """Put the entry back for `delay` seconds without counting an attempt (a rate limit,
+    the next step of a humanised send), with `plan` as its humanisation in progress."""
+    _delay(entry, delay=max(0.0, delay), attempts=entry.attempts, plan=plan)
+
+
+def _delay(entry: OutboxEntry, *, delay: float, attempts: int, plan: dict | None) -> None:
+    item = {"message": outbound_to_dict(entry.message), "ref": entry.ref, "attempts": attempts}
+    if plan is not None:
+        item["plan"] = json.dumps(plan)  # a string: Lua's cjson keeps it byte for byte
+    # Atomic (MULTI): the entry is in the stream or in the delayed set, never neither.
     pipe = redis_client().pipeline()
-    pipe.zadd(delayed_key(entry.session_id), {member: time.time() + delay})
+    pipe.zadd(delayed_key(entry.session_id), {json.dumps(item): time.time() + delay})
     pipe.xack(stream_key(entry.session_id), GROUP, entry.entry_id)
     pipe.xdel(stream_key(entry.session_id), entry.entry_id)
     pipe.execute()
-    return True
 
 
 _MOVE_DUE = """
 local due = redis.call('zrangebyscore', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 100)
 for _, member in ipairs(due) do
   local item = cjson.decode(member)
+  local plan = item['plan']
+  if type(plan) ~= 'string' then plan = '' end
   redis.call('xadd', KEYS[2], '*', 'message', cjson.encode(item['message']),
-             'ref', cjson.encode(item['ref']), 'attempts', item['attempts'])
+             'ref', cjson.encode(item['ref']), 'attempts', item['attempts'], 'plan', plan)
   redis.call('zrem', KEYS[1], member)
 end
 return #due

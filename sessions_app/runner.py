@@ -8,13 +8,17 @@ Threads:
 - the main thread runs the control loop: heartbeat, leases, starting and stopping
   sessions, commands from the web, reconnect timers, and the events the connections
   reported (every database write happens here, in order);
-- the sender thread executes queued sends (sessions_app.outbox) for owned sessions;
+- the sender thread executes queued sends (sessions_app.outbox) for owned sessions. It
+  never sleeps on a send: a rate-limited send, and each step of a humanised one (read
+  receipt, "typing…", pause), goes back to the outbox's delayed set until it is due, so
+  many sessions can be "typing" at once; sends to one chat leave in the order queued;
 - each connection has whatever threads its provider needs; they only put events on the
   runner's queue, so a slow database never stalls a WhatsApp connection.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import queue
@@ -23,7 +27,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import close_old_connections, connection
@@ -61,14 +65,16 @@ from sessions_app.services import (
     session_qr_set,
     session_status_set,
 )
-from sessions_app.signals import inbound_received, receipt_received, send_finished
+from sessions_app.signals import inbound_received, receipt_received, send_checking, send_finished
 
 logger = logging.getLogger(__name__)
 
 MAX_RECONNECT_ATTEMPTS = 10
 BACKOFF_FIRST_SECONDS = 1.0
 BACKOFF_MAX_SECONDS = 60.0
+COMMAND_RETRY_WINDOW = timedelta(minutes=1)
 STARTS_PER_TICK = 5  # start sessions a few at a time (neonize: one at a time is safest)
+CHECK_RETRY_SECONDS = 5.0  # a send whose pre-send check crashed (database down...) waits
 
 
 def reconnect_delay(attempt: int) -> float:
@@ -160,6 +166,12 @@ class SessionRunner:
         self._last_beat = 0.0
         self._last_scan = 0.0
         self._sender = threading.Thread(target=self._send_loop, name="sender", daemon=True)
+        # Sender thread only. A chat with a humanised send in progress belongs to it (by
+        # idempotency key); later sends to that chat wait in memory -- still pending in
+        # the stream, so a takeover finds them -- and are ready again when it is done.
+        self._chat_owner: dict[tuple[int, str], str] = {}
+        self._parked: dict[tuple[int, str], list[outbox.OutboxEntry]] = {}
+        self._ready: list[outbox.OutboxEntry] = []
 
     # --- process ------------------------------------------------------------------------
 
@@ -379,6 +391,12 @@ class SessionRunner:
                 continue
             try:
                 result = self._run_command(held, command)
+            except RetryLater as error:
+                # Not possible yet (e.g. a pairing code before the first QR): try again on
+                # the next tick, for a minute, then say why it failed.
+                if timezone.now() - command.created_at < COMMAND_RETRY_WINDOW:
+                    continue
+                command.state, command.result = SessionCommand.State.FAILED, {"error": str(error)}
             except (ProviderError, ValueError) as error:
                 command.state, command.result = SessionCommand.State.FAILED, {"error": str(error)}
             else:
@@ -536,11 +554,20 @@ class SessionRunner:
             for held in self.held.values():
                 held.sends_claimed = []
             session_ids = list(self.held)
-        entries = claimed + outbox.outbox_read(session_ids, self.name, block_ms=500)
+        self._forget_chats_not_held(set(session_ids))
+        ready, self._ready = self._ready, []
+        entries = ready + claimed
+        entries += outbox.outbox_read(session_ids, self.name, block_ms=1 if entries else 500)
         for entry in entries:
             if self.stopping.is_set():
                 return  # left pending: whoever owns the session next sends it
-            self._send(entry)
+            try:
+                self._send(entry)
+            except Exception:
+                # Never leave it read-but-pending until a takeover: try it again soon.
+                logger.exception("session %s: handling a send failed", entry.session_id)
+                self._release_chat(entry)
+                outbox.outbox_defer(entry, delay=CHECK_RETRY_SECONDS, plan=entry.plan)
 
     def _send(self, entry: outbox.OutboxEntry) -> None:
         held = self.held.get(entry.session_id)
@@ -549,42 +576,140 @@ class SessionRunner:
         sent_as = outbox.outbox_already_sent(entry)
         if sent_as:
             outbox.outbox_mark_sent(entry, sent_as)
+            self._release_chat(entry)
+            self._finished(entry, provider_message_id=sent_as, attempts=entry.attempts + 1)
             return
+        chat = (entry.session_id, entry.message.to)
+        owner = self._chat_owner.get(chat)
+        if owner is not None and owner != entry.idempotency_key:
+            self._parked.setdefault(chat, []).append(entry)
+            return
+        if entry.plan is None and entry.ref:
+            check = self._check(entry)
+            if check.skip:
+                outbox.outbox_finish(entry)
+                return
+            if check.wait_seconds > 0:
+                outbox.outbox_defer(entry, delay=check.wait_seconds)
+                return
+            if check.steps:
+                plan = {
+                    "started": time.time(),
+                    "steps": [[float(at), str(action)] for at, action in check.steps],
+                    "read_ids": list(check.read_ids),
+                }
+                entry = dataclasses.replace(entry, plan=plan)
+                self._chat_owner[chat] = entry.idempotency_key
+                logger.info(
+                    "session %s: humanised send %s, going out in %.1f s",
+                    entry.session_id,
+                    entry.ref.get("message_id", entry.idempotency_key),
+                    plan["steps"][-1][0],
+                )
+        if entry.plan and not self._humanise(held, entry):
+            return  # back in the delayed set until its next step
+        self._deliver(held, entry)
+
+    def _check(self, entry: outbox.OutboxEntry) -> outbox.SendCheck:
+        """Ask the product whether and when to send (limits, opt-outs, humanisation)."""
+        answers = send_checking.send(
+            sender=SessionRunner,
+            session_id=entry.session_id,
+            ref=entry.ref,
+            idempotency_key=entry.idempotency_key,
+            message=entry.message,
+            attempts=entry.attempts,
+        )
+        for _receiver, answer in answers:
+            if isinstance(answer, outbox.SendCheck):
+                return answer
+        return outbox.SendCheck()
+
+    def _humanise(self, held: Held, entry: outbox.OutboxEntry) -> bool:
+        """Do the plan's steps that are due; True when the send itself is due, else the
+        entry is deferred to its next step."""
+        plan = entry.plan
+        steps = plan["steps"]
+        now = time.time()
+        while steps and plan["started"] + steps[0][0] <= now:
+            _at, action = steps.pop(0)
+            if action == "send":
+                return True
+            self._human_step(held, entry, action, plan.get("read_ids") or [])
+        if not steps:
+            return True
+        outbox.outbox_defer(entry, delay=plan["started"] + steps[0][0] - now, plan=plan)
+        return False
+
+    def _human_step(self, held: Held, entry: outbox.OutboxEntry, action: str, read_ids) -> None:
+        to = entry.message.to
+        try:
+            if action == "read" and read_ids:
+                held.connection.mark_read(chat=to, sender=to, message_ids=list(read_ids))
+            elif action == "typing":
+                held.connection.set_typing(chat=to, typing=True)
+            elif action == "paused":
+                held.connection.set_typing(chat=to, typing=False)
+        except Exception:  # only cosmetic: never a reason not to send
+            logger.warning("session %s: %s step failed", entry.session_id, action, exc_info=True)
+
+    def _release_chat(self, entry: outbox.OutboxEntry) -> None:
+        chat = (entry.session_id, entry.message.to)
+        if self._chat_owner.get(chat) == entry.idempotency_key:
+            del self._chat_owner[chat]
+            self._ready += self._parked.pop(chat, [])
+
+    def _forget_chats_not_held(self, held_ids: set[int]) -> None:
+        for chat in [chat for chat in self._chat_owner if chat[0] not in held_ids]:
+            del self._chat_owner[chat]
+        for chat in [chat for chat in self._parked if chat[0] not in held_ids]:
+            del self._parked[chat]  # still pending in the stream: the new owner claims them
+
+    def _deliver(self, held: Held, entry: outbox.OutboxEntry) -> None:
         attempts = entry.attempts + 1
         try:
             result = held.connection.send(entry.message)
         except RetryLater as error:
+            self._release_chat(entry)
             if outbox.outbox_retry_later(entry, delay=error.retry_after):
                 logger.info("session %s: send will be retried: %s", entry.session_id, error)
                 return
             self._send_failed(entry, f"Gave up after {attempts} attempts: {error}", attempts)
         except NeverRetry as error:
+            self._release_chat(entry)
             self._send_failed(entry, str(error), attempts)
         except Exception as error:  # an unexpected bug must not lose the message either
             logger.exception("session %s: send crashed", entry.session_id)
+            self._release_chat(entry)
             if not outbox.outbox_retry_later(entry):
                 self._send_failed(entry, f"Unexpected error: {error.__class__.__name__}", attempts)
         else:
             outbox.outbox_mark_sent(entry, result.provider_message_id)
+            self._release_chat(entry)
+            self._finished(entry, provider_message_id=result.provider_message_id, attempts=attempts)
+
+    def _send_failed(self, entry: outbox.OutboxEntry, error: str, attempts: int) -> None:
+        outbox.outbox_finish(entry)
+        logger.warning("session %s: send failed for good: %s", entry.session_id, error)
+        self._finished(entry, error=error, attempts=attempts)
+
+    def _finished(
+        self,
+        entry: outbox.OutboxEntry,
+        *,
+        attempts: int,
+        provider_message_id: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        try:
             send_finished.send(
                 sender=SessionRunner,
                 session_id=entry.session_id,
                 ref=entry.ref,
                 idempotency_key=entry.idempotency_key,
-                provider_message_id=result.provider_message_id,
-                error=None,
+                provider_message_id=provider_message_id,
+                error=error,
                 attempts=attempts,
             )
-
-    def _send_failed(self, entry: outbox.OutboxEntry, error: str, attempts: int) -> None:
-        outbox.outbox_finish(entry)
-        logger.warning("session %s: send failed for good: %s", entry.session_id, error)
-        send_finished.send(
-            sender=SessionRunner,
-            session_id=entry.session_id,
-            ref=entry.ref,
-            idempotency_key=entry.idempotency_key,
-            provider_message_id=None,
-            error=error,
-            attempts=attempts,
-        )
+        except Exception:  # the send is done either way: never send it again for this
+            logger.exception("session %s: recording a finished send failed", entry.session_id)

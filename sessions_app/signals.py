@@ -13,3 +13,7 @@ receipt_received = Signal()
 # kwargs: session_id, ref (dict given at enqueue), idempotency_key, provider_message_id
 # (on success), error (str, on failure), attempts
 send_finished = Signal()
+# Asked by the runner before it sends an entry that has a ref: kwargs session_id, ref,
+# idempotency_key, message (OutboundMessage), attempts (made so far). A receiver returns
+# a sessions_app.outbox.SendCheck (wait, skip, or humanisation steps) or None.
+send_checking = Signal()

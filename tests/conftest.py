@@ -124,6 +124,8 @@ def owner_email(tenant: Tenant) -> str:
 
 def process_env() -> dict[str, str]:
     """The environment for child processes: the *test* database, the same Redis."""
+    from tests.twilio_standin import shared_standin  # a plugin: imported by pytest first
+
     db = connection.settings_dict
     password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
     return {
@@ -133,6 +135,9 @@ def process_env() -> dict[str, str]:
         "APP_ENV": "test",
         "PYTHONUNBUFFERED": "1",
         "HEARTBEAT_INTERVAL_SECONDS": "2",
+        # Workers send to the Twilio stand-in, and retry failed sends within seconds.
+        "TWILIO_API_BASE_URL": shared_standin().base_url,
+        "OUTBOUND_RETRY_DELAYS": "0.2,0.4,0.8,1.6,3.2",
     }
 
 

@@ -12,8 +12,10 @@ token (401 and Twilio's error 20003 otherwise). Every request is recorded (metho
 headers, form fields, the basic-auth user and password), and the next N requests can be
 told to fail with a status and a Twilio error code.
 
-Use the `twilio_standin` fixture: it starts a server per test and points
-`settings.TWILIO_API_BASE_URL` at it.
+Use the `twilio_standin` fixture: it gives each test the stand-in, emptied, and points
+`settings.TWILIO_API_BASE_URL` at it. One server serves the whole test session, at one
+address, because child processes started once for the session (the Celery worker) must
+reach it too: tests/conftest.py passes its address to them.
 
     from tests.twilio_standin import twilio_standin  # noqa: F401
 """
@@ -129,6 +131,15 @@ class TwilioStandin:
         )
         with self._lock:
             self._failures.extend([failure] * count)
+
+    def reset(self) -> None:
+        """Forget every account, request, message, media file and pending failure."""
+        with self._lock:
+            self.accounts.clear()
+            self.requests.clear()
+            self.messages.clear()
+            self.media.clear()
+            self._failures.clear()
 
     def requests_to(self, path_suffix: str) -> list[RecordedRequest]:
         with self._lock:
@@ -352,12 +363,26 @@ class _Handler(BaseHTTPRequestHandler):
     do_DELETE = _handle
 
 
+_shared: TwilioStandin | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_standin() -> TwilioStandin:
+    """The test session's stand-in, started on first use (at a fixed address)."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = TwilioStandin().start()
+        return _shared
+
+
 @pytest.fixture
 def twilio_standin(settings):
-    """A running stand-in, with settings.TWILIO_API_BASE_URL pointing at it."""
-    standin = TwilioStandin().start()
+    """The running stand-in, emptied, with settings.TWILIO_API_BASE_URL pointing at it."""
+    standin = shared_standin()
+    standin.reset()
     settings.TWILIO_API_BASE_URL = standin.base_url
     try:
         yield standin
     finally:
-        standin.stop()
+        standin.reset()
