@@ -16,10 +16,8 @@ from urllib.parse import parse_qs, urlparse
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from sessions_app import outbox
 from sessions_app.models import Provider, WhatsAppSession
 from sessions_app.phone_numbers import to_e164
-from sessions_app.providers.base import OutboundMessage
 from sessions_app.providers.sandbox import sandbox_phone_writes
 from sessions_app.services import (
     sandbox_scan,
@@ -133,13 +131,13 @@ class Command(BaseCommand):
         elif action == "send":
             if not options["to"]:
                 raise CommandError("Say who to send to with --to.")
-            if not session.is_live_provider:
-                raise CommandError("`send` queues for a runner: only neonize and sandbox sessions.")
-            key = outbox.outbox_enqueue(
-                session_id=session.pk,
-                message=OutboundMessage(to=to_e164(options["to"]), text=options["text"]),
-            )
-            self.stdout.write(f"Queued for {session.name}'s runner (key {key}).")
+            from django_tenants.utils import schema_context
+
+            from messaging.outbound import message_send
+
+            with schema_context(session.tenant.schema_name):
+                message = message_send(session=session, to=options["to"], text=options["text"])
+            self.stdout.write(f"Message {message.public_id}: {message.status}.")
 
     def _phone(self, options) -> str:
         if not options["phone"]:
