@@ -23,6 +23,7 @@ from sessions_app.models import (
     WhatsAppSession,
 )
 from sessions_app.phone_numbers import to_e164
+from sessions_app.qr import qr_svg
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +114,12 @@ def session_qr_set(*, session_id: int, payload: str, expires_at: datetime) -> Wh
     with transaction.atomic():
         _publish_after_commit(
             session,
-            {"type": "session.qr", "qr": payload, "expires_at": expires_at.isoformat()},
+            {
+                "type": "session.qr",
+                "qr": payload,
+                "svg": qr_svg(payload),
+                "expires_at": expires_at.isoformat(),
+            },
         )
     return session
 

@@ -268,3 +268,20 @@ def test_logout_of_a_stopped_session_forgets_the_device_at_once(make_tenant):
     assert session_logout(session=session) is None
     session.refresh_from_db()
     assert session.status == Status.LOGGED_OUT and session.device_jid == ""
+
+
+def test_a_new_qr_code_reaches_the_dashboard_as_an_svg_image(make_tenant):
+    from sessions_app.services import session_qr_set
+
+    tenant = make_tenant()
+    session = session_create(tenant=tenant, name="Main", provider="sandbox")
+    listener = GroupListener(tenant)
+    expires = timezone.now() + timedelta(seconds=60)
+
+    session_qr_set(
+        session_id=session.pk, payload="sandbox://link?session=x&code=y", expires_at=expires
+    )
+
+    qr_event = next(e for e in listener.drain() if e["type"] == "session.qr")
+    assert qr_event["svg"].startswith("<svg") and "</svg>" in qr_event["svg"]
+    assert qr_event["expires_at"] == expires.isoformat()
