@@ -34,7 +34,7 @@ RUN pip install --no-cache-dir . \
 RUN python manage.py collectstatic --noinput --verbosity 0
 
 RUN useradd --system --create-home --home-dir /home/app --uid 10001 --user-group app \
-    && mkdir -p /app/media && chown app:app /app/media
+    && mkdir -p /app/media /app/metrics && chown app:app /app/media /app/metrics
 USER app
 
 EXPOSE 8000

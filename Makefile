@@ -25,9 +25,11 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-# pytest exits 5 when no test ran: that fails `make test` too.
+# pytest exits 5 when no test ran: that fails `make test` too. The suite runs in
+# TEST_SHARDS (2) pytest processes side by side, on Redis databases 1 and 2
+# (tests/run_shards.py); naming test files in PYTEST_ARGS runs one pytest.
 test: lint
-	$(PY) -m config.embedded --redis-db 1 -- $(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m config.embedded --redis-db 1 -- $(PY) -m tests.run_shards $(PYTEST_ARGS)
 
 bench: install
 	$(PY) -m config.embedded -- $(PY) -m bench

@@ -11,7 +11,19 @@ import sys
 import traceback
 from collections.abc import Callable
 
-from bench import asgi_servers, neonize_memory, outbound, provision, takeover, twilio_webhooks
+from bench import (
+    api_messages,
+    asgi_servers,
+    dashboard_websockets,
+    drills,
+    neonize_memory,
+    ordering_bot,
+    outbound,
+    provision,
+    reminders,
+    takeover,
+    twilio_webhooks,
+)
 from bench.common import Figure
 
 BENCHMARKS: list[tuple[str, Callable[[], list[Figure]]]] = [
@@ -21,6 +33,11 @@ BENCHMARKS: list[tuple[str, Callable[[], list[Figure]]]] = [
     ("twilio_webhooks", twilio_webhooks.run),
     ("outbound", outbound.run),
     ("neonize_memory", neonize_memory.run),
+    ("ordering_bot", ordering_bot.run),
+    ("drills", drills.run),
+    ("reminders", reminders.run),
+    ("api_messages", api_messages.run),
+    ("dashboard_websockets", dashboard_websockets.run),
 ]
 
 

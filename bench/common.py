@@ -15,7 +15,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
-BENCH_DATABASE_NAME = "bench_whatsapp_platform"
+# BENCH_DATABASE_NAME lets two benches run side by side on one server.
+BENCH_DATABASE_NAME = os.environ.get("BENCH_DATABASE_NAME", "bench_whatsapp_platform")
 
 
 @dataclass(frozen=True)
@@ -101,3 +102,23 @@ def percentile(values: list[float], fraction: float) -> float:
     if len(values) < 2:
         return values[0] if values else float("nan")
     return statistics.quantiles(values, n=100, method="inclusive")[round(fraction * 100) - 1]
+
+
+def process_tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) so far of a process and all its children (uvicorn and
+    its workers, a Celery worker and its pool); 0 for one that is gone."""
+    import psutil
+
+    try:
+        parent = psutil.Process(pid)
+        processes = [parent, *parent.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0.0
+    for process in processes:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total

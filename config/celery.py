@@ -5,6 +5,7 @@ import logging
 import os
 
 from celery import bootsteps
+from celery.signals import task_postrun
 from tenant_schemas_celery.app import CeleryApp
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
@@ -55,3 +56,23 @@ class WorkerHeartbeat(bootsteps.StartStopStep):
 
 
 app.steps["worker"].add(WorkerHeartbeat)
+
+
+def _close_old_database_connections(**kwargs):
+    """After each task, close the database connections Django would close after a
+    request: past DATABASE_CONN_MAX_AGE (0: every time) or broken. Celery's own closing
+    per task is turned off (CELERY_DB_REUSE_MAX), so a worker run with a connection age
+    keeps its connections instead of reconnecting twice per task."""
+    from django.db import connections
+
+    for connection in connections.all(initialized_only=True):
+        connection.close_if_unusable_or_obsolete()
+
+
+task_postrun.connect(_close_old_database_connections, dispatch_uid="close_old_db_connections")
+
+# tenant-schemas-celery switches the connection back to the public schema after every
+# task, so the next task of the same tenant switches again and django-tenants sends
+# `SET search_path` once more. Every task switches to its own schema (public when it
+# carries none) before it runs, so switching back is not needed.
+task_postrun.disconnect(dispatch_uid="tenant_schemas_restore_schema")

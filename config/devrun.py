@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -113,12 +114,22 @@ def _banner(credentials: dict, health: dict) -> str:
         f"{credentials['operator_password']}",
         f"  Health           http://localhost:{WEB_PORT}/health/",
         f"                   {state}",
+        f"  Metrics          curl -H 'Authorization: Bearer "
+        f"{os.environ.get('METRICS_TOKEN', 'dev-metrics-token')}' "
+        f"http://localhost:{WEB_PORT}/metrics",
         "",
         "  *.localhost resolves to 127.0.0.1 in most browsers; with curl, send the host:",
         f"    curl -H 'Host: demo.localhost' http://127.0.0.1:{WEB_PORT}/health/",
         "  Ctrl-C stops everything. Data stays in .local/ for the next `make run`.",
         line,
     ])  # fmt: skip
+
+
+def _metrics_dir_empty(env: dict) -> None:
+    """Counters of an earlier run's processes would otherwise be summed with this one's."""
+    directory = env.setdefault("METRICS_DIR", str(DATA_DIR / "metrics"))
+    shutil.rmtree(directory, ignore_errors=True)
+    os.makedirs(directory, exist_ok=True)
 
 
 def main() -> int:
@@ -139,6 +150,7 @@ def main() -> int:
         )
         credentials = json.loads(setup.strip().splitlines()[-1])
 
+        _metrics_dir_empty(env)
         children = [_start(name, command, env) for name, command in PROCESSES.items()]
         exit_code = 0
         started = time.monotonic()

@@ -29,6 +29,7 @@ _REQUIRED_IN_PRODUCTION = (
     "FIELD_ENCRYPTION_KEYS",
     "BASE_DOMAIN",
     "PUBLIC_URL",
+    "METRICS_TOKEN",
 )
 if PRODUCTION:
     _missing = [name for name in _REQUIRED_IN_PRODUCTION if not env.str(name, default="")]
@@ -63,6 +64,10 @@ FIELD_ENCRYPTION_KEYS = env.list("FIELD_ENCRYPTION_KEYS", default=[_DEV_FIELD_KE
 # Twilio's REST API; empty means the real one. Tests point the real SDK at a stand-in.
 TWILIO_API_BASE_URL = env.str("TWILIO_API_BASE_URL", default="").rstrip("/")
 
+# /metrics answers only `Authorization: Bearer <METRICS_TOKEN>` (config/metrics.py).
+_DEV_METRICS_TOKEN = "dev-metrics-token"  # noqa: S105
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="" if PRODUCTION else _DEV_METRICS_TOKEN)
+
 if PRODUCTION:
     _unsafe = []
     if SECRET_KEY == _DEV_SECRET_KEY or len(SECRET_KEY) < 32:
@@ -78,6 +83,8 @@ if PRODUCTION:
         _unsafe.append("every FIELD_ENCRYPTION_KEYS entry must be a Fernet key (see .env.example)")
     if DEBUG:
         _unsafe.append("DEBUG must be off")
+    if METRICS_TOKEN == _DEV_METRICS_TOKEN or len(METRICS_TOKEN) < 16:
+        _unsafe.append("METRICS_TOKEN must be a random value of 16 characters or more")
     if _unsafe:
         raise ImproperlyConfigured("Production refuses to start: " + "; ".join(_unsafe) + ".")
 
@@ -98,6 +105,7 @@ SHARED_APPS = [
     "channels",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "dashboard",
 ]
 TENANT_APPS = [
@@ -120,6 +128,7 @@ PUBLIC_SCHEMA_URLCONF = "config.urls_public"
 ROOT_URLCONF = "config.urls_tenant"
 
 MIDDLEWARE = [
+    "config.metrics.MetricsMiddleware",
     "config.health.HealthMiddleware",
     "tenants.middleware.TenantMiddleware",
     "tenants.middleware.SuspendedTenantMiddleware",
@@ -201,7 +210,14 @@ REDIS_URL = env.str("REDIS_URL", default=EMBEDDED_REDIS_URL)
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": "asgi", "capacity": 1000, "expiry": 60},
+        "CONFIG": {
+            # The layer's blocking read (BZPOPMIN) waits up to 5 s; redis-py's default read
+            # timeout is also 5 s, which killed idle dashboard sockets: give it room.
+            "hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
+            "prefix": "asgi",
+            "capacity": 1000,
+            "expiry": 60,
+        },
     }
 }
 
@@ -220,8 +236,18 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+# A task taken by a worker that died (late acknowledgement) goes back to its queue after
+# this long; every countdown the product uses stays well within it (messaging/outbound.py).
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT_SECONDS", default=3600)
+}
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Celery's Django fix-up closes every database connection before and after each task
+# unless this is set; config/celery.py closes them after a task only when Django would
+# (DATABASE_CONN_MAX_AGE, health checks), so a busy worker stops reconnecting per task.
+CELERY_DB_REUSE_MAX = 10**9
+# tenant-schemas-celery looks the tenant up for every task without it (a query each).
+CELERY_TASK_TENANT_CACHE_SECONDS = 60
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TASK_ALWAYS_EAGER = False
 CELERY_IMPORTS = ["config.tasks", "messaging.inbound_tasks", "messaging.webhook_tasks"]
@@ -246,9 +272,31 @@ WEBHOOK_QUEUE = env.str("WEBHOOK_QUEUE", default="celery")
 WEBHOOK_SWEEP_SECONDS = env.int("WEBHOOK_SWEEP_SECONDS", default=30)
 # Off: the SSRF guard refuses loopback, private, link-local and reserved addresses.
 WEBHOOK_ALLOW_PRIVATE_NETWORKS = env.bool("WEBHOOK_ALLOW_PRIVATE_NETWORKS", default=not PRODUCTION)
+# The messages sweep (messaging/sweeps.py), run by beat this often: a queued outbound
+# message this long past its due time, and an inbound one this long unrouted, lost its
+# hand-off (Redis down, a process killed) and is handed again.
+MESSAGES_SWEEP_SECONDS = env.int("MESSAGES_SWEEP_SECONDS", default=60)
+OUTBOUND_SWEEP_GRACE_SECONDS = env.int("OUTBOUND_SWEEP_GRACE_SECONDS", default=300)
+INBOUND_SWEEP_GRACE_SECONDS = env.int("INBOUND_SWEEP_GRACE_SECONDS", default=60)
+
+# Alerts (sessions_app/incidents.py): the platform's operators get every incident by
+# email; a tenant's owners get their own. Checked by beat every OPERATIONS_CHECK_SECONDS.
+PLATFORM_ALERT_EMAILS = env.list("PLATFORM_ALERT_EMAILS", default=[])
+OPERATIONS_CHECK_SECONDS = env.int("OPERATIONS_CHECK_SECONDS", default=60)
+# Dead letters in the last hour that make an incident for the tenant.
+DEAD_LETTER_ALERT_THRESHOLD = env.int("DEAD_LETTER_ALERT_THRESHOLD", default=10)
+# A tenant whose contacts blocked or reported the number above this share (of at least
+# BLOCK_RATE_MIN_CONTACTS contacts) gets an incident.
+BLOCK_RATE_ALERT_PERCENT = env.float("BLOCK_RATE_ALERT_PERCENT", default=5.0)
+BLOCK_RATE_MIN_CONTACTS = env.int("BLOCK_RATE_MIN_CONTACTS", default=20)
 
 # Run by beat (django-celery-beat copies this into its database schedule at start).
 CELERY_BEAT_SCHEDULE = {
+    "sessions.operations_check": {
+        "task": "sessions.operations_check",
+        "schedule": OPERATIONS_CHECK_SECONDS,
+        "options": {"expire_seconds": OPERATIONS_CHECK_SECONDS * 5},
+    },
     "messaging.webhook_deliveries_sweep": {
         "task": "messaging.webhook_deliveries_sweep",
         "schedule": WEBHOOK_SWEEP_SECONDS,
@@ -256,6 +304,29 @@ CELERY_BEAT_SCHEDULE = {
         # periods is dropped (the next one does the same work).
         "options": {"queue": WEBHOOK_QUEUE, "expire_seconds": WEBHOOK_SWEEP_SECONDS * 10},
     },
+}
+
+# Orders (orders/tasks.py): due rating prompts, late-order alerts and quiet bot
+# conversations are looked at in every tenant every ORDERS_SWEEP_SECONDS.
+ORDERS_SWEEP_SECONDS = env.int("ORDERS_SWEEP_SECONDS", default=30)
+CELERY_BEAT_SCHEDULE["messaging.messages_sweep"] = {
+    "task": "messaging.messages_sweep",
+    "schedule": MESSAGES_SWEEP_SECONDS,
+    "options": {"expire_seconds": MESSAGES_SWEEP_SECONDS * 5},
+}
+CELERY_BEAT_SCHEDULE["orders.orders_sweep"] = {
+    "task": "orders.orders_sweep",
+    "schedule": ORDERS_SWEEP_SECONDS,
+    "options": {"expire_seconds": ORDERS_SWEEP_SECONDS * 5},
+}
+
+# Owner menu (messaging/owner_menu/): expired steps are told to their owner and due
+# reminders delivered (those also have an ETA task of their own), in every tenant.
+CELERY_IMPORTS += ["messaging.owner_menu.tasks"]
+CELERY_BEAT_SCHEDULE["messaging.owner_menu_sweep"] = {
+    "task": "messaging.owner_menu_sweep",
+    "schedule": 5.0,
+    "options": {"expire_seconds": 25},
 }
 
 # Inbound messages per minute across all tenants; past it webhooks answer 429.
@@ -269,9 +340,71 @@ OUTBOUND_RETRY_DELAYS = env.list("OUTBOUND_RETRY_DELAYS", cast=float, default=[5
 MEDIA_ROOT = env.path("MEDIA_ROOT", default=BASE_DIR / ".local" / "media")
 MEDIA_URL = "/media/"
 
+# Prometheus multiprocess files of every process on this host (config/metrics.py); the
+# processes of one deployment share it, and `make run` empties it when it starts.
+METRICS_DIR = env.path("METRICS_DIR", default=BASE_DIR / ".local" / "metrics")
+# Celery queues whose depth /metrics reports.
+METRICS_CELERY_QUEUES = env.list("METRICS_CELERY_QUEUES", default=sorted({"celery", WEBHOOK_QUEUE}))
+
+# --- REST API (config/api/): keys, scopes, errors, rate limit, OpenAPI
+
+API_RATE_LIMIT_PER_MINUTE = env.int("API_RATE_LIMIT_PER_MINUTE", default=600)
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "config.api.auth.ApiKeyAuthentication",
+        "config.api.auth.DashboardSessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["config.api.permissions.HasScope"],
+    "DEFAULT_THROTTLE_CLASSES": ["config.api.throttling.ApiKeyRateThrottle"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": [
+        "rest_framework.parsers.JSONParser",
+        "rest_framework.parsers.MultiPartParser",
+        "rest_framework.parsers.FormParser",
+    ],
+    "EXCEPTION_HANDLER": "config.api.errors.api_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "config.api.schema.ApiAutoSchema",
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "WhatsApp business platform API",
+    "DESCRIPTION": (
+        "Send WhatsApp messages, manage sessions, read conversations and orders, and manage "
+        "outgoing webhooks of one business. Call it on the business's own host with "
+        "`Authorization: Bearer <key>`. Every error is "
+        '`{"error": {"code": "...", "message": "...", "details": {...}}}`.'
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SWAGGER_UI_DIST": "SIDECAR",  # Swagger UI from drf-spectacular-sidecar: no CDN
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "PREPROCESSING_HOOKS": ["config.api.schema.only_api_v1"],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "config.api.schema.add_error_responses",
+    ],
+    "ENUM_NAME_OVERRIDES": {
+        "OrderStatusEnum": "orders.models.OrderStatus",
+        "SessionStatusEnum": "sessions_app.models.Status",
+        "MessageStatusEnum": "messaging.models.Message.Status",
+        "WebhookEventEnum": "messaging.models.WebhookEndpoint.Event",
+    },
+}
+
 # --- auth, i18n, static
 
 AUTH_USER_MODEL = "dashboard.User"
+# A test run (APP_ENV=test, and tests/conftest.py for the pytest process) hashes with
+# MD5 -- fast, and never anywhere else -- and every process of the run accepts it.
+TEST_PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.MD5PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+]
+if APP_ENV == "test":
+    PASSWORD_HASHERS = TEST_PASSWORD_HASHERS
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -284,7 +417,8 @@ LOGOUT_REDIRECT_URL = "login"
 
 LANGUAGE_CODE = "he"
 LANGUAGES = [("he", "עברית"), ("en", "English"), ("ar", "العربية")]
-LOCALE_PATHS = [BASE_DIR / "locale"]
+# The dashboard's live pages (log, board, inbox) keep their catalogue beside the app's.
+LOCALE_PATHS = [BASE_DIR / "locale", BASE_DIR / "dashboard" / "live_locale"]
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
@@ -307,9 +441,14 @@ EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")
 vars().update(EMAIL_CONFIG)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default=f"noreply@{BASE_DOMAIN}")
 
+
 # --- logging: every line carries the tenant schema
 
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+# `json`: one JSON object per line (production's default); `text`: readable lines.
+LOG_FORMAT = env.str("LOG_FORMAT", default="json" if PRODUCTION else "text")
+if LOG_FORMAT not in ("json", "text"):
+    raise ImproperlyConfigured("LOG_FORMAT must be json or text.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -317,17 +456,19 @@ LOGGING = {
         "tenant_context": {"()": "django_tenants.log.TenantContextFilter"},
         # A 503 from /health/ is an answer, not an error of ours: keep it out of the log.
         "skip_health": {"()": "config.health.SkipHealthRequestsFilter"},
+        "redact_secrets": {"()": "config.logs.RedactSecretsFilter"},
     },
     "formatters": {
-        "tenant": {
+        "text": {
             "format": "%(asctime)s %(levelname)s [%(schema_name)s] %(name)s: %(message)s",
         },
+        "json": {"()": "config.logs.JsonFormatter"},
     },
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
-            "filters": ["tenant_context"],
-            "formatter": "tenant",
+            "filters": ["tenant_context", "redact_secrets"],
+            "formatter": LOG_FORMAT,
         },
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
@@ -340,5 +481,9 @@ LOGGING = {
         },
         "django.db.backends": {"level": "WARNING"},
         "uvicorn.access": {"level": "WARNING"},
+        # The twilio SDK logs every request's URL, query and headers at INFO; httpx every
+        # request's URL (webhook URLs may carry tokens): keep their warnings only.
+        "twilio.http_client": {"level": "WARNING"},
+        "httpx": {"level": "WARNING"},
     },
 }

@@ -46,8 +46,13 @@ def event_publish(*, schema: str, event_type: str, data: dict, key: str) -> None
     try:
         from messaging.webhooks import webhook_event_emit
 
-        with schema_context(schema):
+        if connection.schema_name == schema:
+            # Entering schema_context would make django-tenants send `SET search_path`
+            # again on the next query, for nothing.
             webhook_event_emit(event_type=event_type, payload=data)
+        else:
+            with schema_context(schema):
+                webhook_event_emit(event_type=event_type, payload=data)
     except Exception:
         logger.exception("could not queue the %s webhooks", event_type)
 

@@ -27,6 +27,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 from django_tenants.utils import schema_context
 
+from messaging.metrics import received_count
 from messaging.models import Message
 from sessions_app.models import WhatsAppSession
 from sessions_app.providers.base import MEDIA_KINDS, InboundMessage, MessageKind
@@ -130,14 +131,14 @@ WITH found_contact AS (
     INSERT INTO {message}
         (public_id, conversation_id, session_id, direction, kind, text, media_url, media_file,
          media_mime_type, payload, provider_message_id, reply_to_id, reply_to_provider_id,
-         status, attempts, last_error, error_code, dead_letter, created_at)
+         status, attempts, last_error, error_code, dead_letter, hand_offs, created_at)
     SELECT %(public_id)s::uuid, conversation.id, %(session_id)s::bigint, 'in', %(kind)s,
            %(text)s, %(media_url)s, '', %(mime_type)s, %(payload)s::jsonb,
            %(provider_message_id)s,
            (SELECT r.id FROM {message} r
             WHERE r.session_id = %(session_id)s::bigint AND %(reply_to)s <> ''
               AND r.provider_message_id = %(reply_to)s LIMIT 1),
-           %(reply_to)s, 'received', 0, '', '', false, %(at)s::timestamptz
+           %(reply_to)s, 'received', 0, '', '', false, 0, %(at)s::timestamptz
     FROM conversation
     ON CONFLICT DO NOTHING
     RETURNING id, conversation_id
@@ -277,6 +278,7 @@ def inbound_receive(*, session: WhatsAppSession, inbound: InboundMessage) -> Inb
             message = inbound_message_built(
                 session_id=session.pk, inbound=inbound, row=row, ids=(conversation_id, message_id)
             )
+            received_count(session.provider)
             media = inbound.media
             _after_commit_route(message, media_downloader=media.download if media else None)
             return InboundResult(message=message, created=True)

@@ -1,6 +1,7 @@
 """What the Twilio webhook needs on every request and that rarely changes, kept in each
 process for CACHE_SECONDS: the session behind a `To` number (with its tenant and its
-decrypted auth token), a tenant's inbound limit, and which tenant a host belongs to.
+decrypted auth token) and a tenant's inbound limit; which tenant a host belongs to is
+kept alongside, by tenants/host_cache.py.
 
 So a changed auth token, a suspension, a new limit or a new domain takes effect within
 CACHE_SECONDS (5 s) in every web process, and at once in the process that saved it
@@ -24,6 +25,8 @@ from django_tenants.utils import schema_context
 from messaging.models import MessagingSettings
 from sessions_app.models import Provider, WhatsAppSession
 from sessions_app.phone_numbers import to_e164
+from tenants.host_cache import MISS as HOST_MISS
+from tenants.host_cache import host_cache_clear, tenant_for_host
 from tenants.models import Domain, Tenant
 
 CACHE_SECONDS = 5.0
@@ -61,7 +64,7 @@ class _Entries(dict):
         return value
 
 
-_numbers, _limits, _hosts = _Entries(), _Entries(), _Entries()
+_numbers, _limits = _Entries(), _Entries()
 
 
 def twilio_number_lookup(number: str, *, cached_only: bool = False) -> TwilioNumber | None:
@@ -95,22 +98,18 @@ def inbound_per_tenant_per_minute(schema: str, *, cached_only: bool = False) -> 
 
 
 def host_tenant_lookup(hostname: str, *, cached_only: bool = False) -> HostTenant | None:
-    """The tenant a host name (without port) belongs to, as django-tenants resolves it."""
-    found = _hosts.fresh(hostname)
-    if found is not MISS or cached_only:
-        return found
-    domain = Domain.objects.select_related("tenant").filter(domain=hostname).first()
-    found = None
-    if domain is not None:
-        tenant = domain.tenant
-        found = HostTenant(tenant.schema_name, tenant.is_active, tenant.is_public)
-    return _hosts.keep(hostname, found)
+    """The tenant a host name (without port) belongs to, as django-tenants resolves it
+    (tenants/host_cache.py keeps it)."""
+    tenant = tenant_for_host(hostname, cached_only=cached_only)
+    if tenant is None or tenant is HOST_MISS:
+        return MISS if tenant is HOST_MISS else None
+    return HostTenant(tenant.schema_name, tenant.is_active, tenant.is_public)
 
 
 def inbound_caches_clear() -> None:
     _numbers.clear()
     _limits.clear()
-    _hosts.clear()
+    host_cache_clear()
 
 
 @receiver(post_save, sender=WhatsAppSession, dispatch_uid="inbound_cache.session_saved")

@@ -12,15 +12,14 @@ from sessions_app.models import WhatsAppSession
 
 
 @shared_task(name="messaging.inbound_route", acks_late=True)
-def inbound_route(message_id: int) -> str:
-    """The one task of a stored inbound message: publish `message.new` (dashboards and
-    outgoing webhooks), then hand it to the owner menu or the customer flow."""
-    from messaging.events import message_event_publish
-    from messaging.routing import inbound_route_message
+def inbound_route(message_id: int) -> str | None:
+    """The one task of a stored inbound message: hand it to the owner menu or the
+    customer flow and publish `message.new` (dashboards and outgoing webhooks) -- once,
+    however often the task runs (messaging.routing.inbound_message_route). The event
+    carries the message as routing left it: an owner's PIN already redacted."""
+    from messaging.routing import inbound_message_route
 
-    message = Message.objects.select_related("conversation__contact").get(pk=message_id)
-    message_event_publish(message, "message.new")
-    return inbound_route_message(message_id=message_id, message=message)
+    return inbound_message_route(message_id=message_id)
 
 
 @shared_task(

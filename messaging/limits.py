@@ -7,7 +7,11 @@ trace. Windows slide (a sorted set of send times per key), so "60 a minute" mean
 seconds, and the script answers how long to wait until the send would fit.
 
 Bursts: at most `burst` messages in a row to one recipient, a row being sends less than
-`cooldown` seconds apart; after that the recipient gets `cooldown` seconds of quiet.
+`cooldown` seconds apart; after that the recipient gets `cooldown` seconds of quiet. A
+message from the recipient ends the row (`limits_burst_reset`, called when an inbound
+message is routed): "3 in a row" means 3 without an answer in between, so a customer in
+a conversation is never made to wait for the replies to what they asked. The per-minute,
+daily and global windows count every send, answers included.
 
 Time is a float of seconds, passed in (`now=`) or read from the module's `clock`, which
 tests replace to walk through minutes and days without sleeping.
@@ -15,14 +19,18 @@ tests replace to walk through minutes and days without sleeping.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.conf import settings
+from redis.exceptions import RedisError
 
 from config.redis_client import redis_client
+
+logger = logging.getLogger(__name__)
 
 clock: Callable[[], float] = time.time
 
@@ -166,3 +174,12 @@ def limits_reserve(
     if int(allowed) == 1:
         return LimitDecision(allowed=True)
     return LimitDecision(allowed=False, wait_seconds=float(wait), limit=which)
+
+
+def limits_burst_reset(*, schema: str, recipient: str) -> None:
+    """`recipient` wrote to the tenant: the next send to them starts a new row. Best
+    effort: with Redis away the row simply runs on (routing is not held up for it)."""
+    try:
+        redis_client().delete(_keys(schema=schema, session_id=0, recipient=recipient)["burst"])
+    except RedisError:
+        logger.warning("burst row of a recipient not reset: Redis unavailable")

@@ -74,8 +74,10 @@ class Message(models.Model):
     STATUS_ORDER = {Status.QUEUED: 0, Status.SENT: 1, Status.DELIVERED: 2, Status.READ: 3}
 
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    # No index of its own: conversation_keyset (conversation, created_at, id) serves it,
+    # and every index is one more write for each message stored or updated.
     conversation = models.ForeignKey(
-        Conversation, on_delete=models.CASCADE, related_name="messages"
+        Conversation, on_delete=models.CASCADE, related_name="messages", db_index=False
     )
     session_id = models.BigIntegerField()
     direction = models.CharField(max_length=3, choices=Direction.choices)
@@ -95,12 +97,24 @@ class Message(models.Model):
     last_error = models.CharField(max_length=500, blank=True)
     error_code = models.CharField(max_length=20, blank=True)
     dead_letter = models.BooleanField(default=False, help_text="Failed after the last retry")
-    idempotency_key = models.CharField(max_length=100, unique=True, null=True, blank=True)
+    idempotency_key = models.CharField(max_length=100, null=True, blank=True)  # unique: Meta
     created_at = models.DateTimeField(auto_now_add=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
     read_at = models.DateTimeField(null=True, blank=True)
     failed_at = models.DateTimeField(null=True, blank=True)
+    # Inbound: when it was routed (owner menu / customer flow). NULL: not yet -- the
+    # routing sweep (messaging/sweeps.py) picks up a message whose hand-off was lost.
+    routed_at = models.DateTimeField(null=True, blank=True)
+    # Outbound, while queued: when its sender is due to look at it again (a limit's wait
+    # or a retry's backoff). The re-hand sweep only touches messages long past it.
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # Outbound: how many times it was handed to its sender. A live session's outbox entry
+    # carries the number; an entry of an older hand-off is skipped (never sent twice).
+    hand_offs = models.PositiveSmallIntegerField(default=0)
+    bulk_send = models.ForeignKey(
+        "BulkSend", null=True, blank=True, on_delete=models.SET_NULL, related_name="messages"
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -110,7 +124,12 @@ class Message(models.Model):
                 fields=["session_id", "provider_message_id"],
                 condition=~Q(provider_message_id=""),
                 name="provider_message_stored_once",
-            )
+            ),
+            # A constraint rather than unique=True: the same uniqueness without the
+            # second, LIKE-only index Django adds for a unique text column.
+            models.UniqueConstraint(
+                fields=["idempotency_key"], name="message_idempotency_key_once"
+            ),
         ]
         indexes = [
             models.Index(fields=["created_at", "id"], name="message_keyset"),
@@ -118,10 +137,55 @@ class Message(models.Model):
             models.Index(
                 fields=["dead_letter"], condition=Q(dead_letter=True), name="dead_letters"
             ),
+            models.Index(
+                fields=["next_attempt_at"],
+                condition=Q(status="queued", direction="out"),
+                name="outbound_queued_due",
+            ),
+            models.Index(
+                fields=["created_at"],
+                condition=Q(routed_at__isnull=True, direction="in"),
+                name="inbound_not_routed",
+            ),
         ]
 
     def __str__(self) -> str:
         return f"{self.direction} {self.kind} {self.status}"
+
+
+class BulkSend(models.Model):
+    """One job sending many messages (a broadcast, an API batch): its items, where it got
+    to, and how its messages ended up. Run by Celery (messaging/bulk.py)."""
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    session_id = models.BigIntegerField(db_index=True)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    origin = models.CharField(max_length=40, blank=True, help_text='"api", "owner_menu", ...')
+    notify = models.JSONField(default=dict, blank=True, help_text="Whom to tell when done")
+    items = models.JSONField(default=list, help_text="message_send kwargs, with delay_seconds")
+    next_index = models.PositiveIntegerField(default=0, help_text="Items handed out so far")
+    total = models.PositiveIntegerField(default=0)
+    queued = models.PositiveIntegerField(default=0)
+    sent = models.PositiveIntegerField(default=0)
+    suppressed = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    errors = models.JSONField(default=list, blank=True, help_text="Items refused, by index")
+    last_error = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"bulk send {self.public_id} ({self.state})"
 
 
 class MessagingSettings(models.Model):
@@ -204,3 +268,12 @@ class WebhookDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event_type} -> {self.endpoint_id} ({self.state})"
+
+
+# The owner menu's models (messaging/owner_models.py) belong to this app too.
+from messaging.owner_models import (  # noqa: E402, F401
+    OwnerAccount,
+    OwnerAuditEntry,
+    OwnerBroadcast,
+    OwnerReminder,
+)

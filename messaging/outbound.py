@@ -7,7 +7,9 @@ to the sender of its session's provider:
 
 - Twilio: the Celery task `messaging.message_deliver` (messaging/tasks.py), which calls
   `message_deliver()`: opt-out and limits, then one request to Twilio, all under the
-  message's row lock;
+  message's row lock; an in-flight mark written before the request lets a later
+  delivery ask Twilio whether an attempt nobody heard the answer to was accepted, so a
+  worker killed mid-send never makes a second copy (messaging/send_marks.py);
 - neonize and sandbox: the outbox of the runner that holds the session
   (sessions_app/outbox.py). Before each send the runner asks `outbound_live_check()`
   (opt-out, limits, humanisation steps), and reports the outcome through `send_finished`
@@ -29,7 +31,7 @@ import logging
 import threading
 import time
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -38,10 +40,17 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from messaging import metrics
 from messaging.events import message_event_after_commit
 from messaging.humanize import humanize_plan, profile_for
 from messaging.limits import OutboundLimits, limits_reserve
 from messaging.models import Contact, Conversation, Message, MessagingSettings
+from messaging.send_marks import (
+    CLOCK_MARGIN_SECONDS,
+    in_flight_clear,
+    in_flight_get,
+    in_flight_set,
+)
 from sessions_app.models import Provider, WhatsAppSession
 from sessions_app.outbox import SendCheck, outbox_enqueue, retry_delays
 from sessions_app.phone_numbers import to_e164
@@ -94,6 +103,7 @@ def message_send(
     idempotency_key: str | None = None,
     template_sid: str = "",
     template_variables: dict | None = None,
+    bulk_send=None,
 ) -> Message:
     """Send a message from `session` to the phone number `to`; call it in the tenant's
     schema (the session must be one of the tenant's).
@@ -103,7 +113,8 @@ def message_send(
     concurrently; the message is stored `queued` and handed to its session's sender after
     commit -- or stored `suppressed` with the reason in `last_error`, and never sent, when
     the contact opted out (or is blocked) or got the same text within the tenant's
-    duplicate window. `message.new` is published after commit.
+    duplicate window. `message.new` is published after commit. `bulk_send`: the
+    BulkSend job it belongs to (messaging/bulk.py).
     """
     schema = connection.schema_name
     fields = _validated(
@@ -127,7 +138,7 @@ def message_send(
             return existing
     try:
         with transaction.atomic():
-            return _create(session=session, schema=schema, **fields)
+            return _create(session=session, schema=schema, bulk_send=bulk_send, **fields)
     except IntegrityError:
         # The same key, committed meanwhile by a concurrent call: that one is the message.
         if idempotency_key:
@@ -145,19 +156,24 @@ def _by_key(key: str) -> Message | None:
     )
 
 
-def _create(*, session: WhatsAppSession, schema: str, phone: str, key: str | None, **fields):
+def _create(
+    *, session: WhatsAppSession, schema: str, phone: str, key: str | None, bulk_send, **fields
+):
     # Sends to one recipient are serialised on the contact's row, so the duplicate and
     # idempotency checks below cannot both pass for two concurrent calls.
-    contact = Contact.objects.select_for_update().filter(phone=phone).first()
-    if contact is None:
-        contact, _ = Contact.objects.get_or_create(phone=phone)
-        contact = Contact.objects.select_for_update().get(pk=contact.pk)
+    conversation = _conversation_locking_contact(phone, session_id=session.pk)
+    if conversation is None:  # a first message to this number, or on this session
+        contact = Contact.objects.select_for_update().filter(phone=phone).first()
+        if contact is None:
+            contact, _ = Contact.objects.get_or_create(phone=phone)
+            contact = Contact.objects.select_for_update().get(pk=contact.pk)
+        conversation, _ = Conversation.objects.get_or_create(contact=contact, session_id=session.pk)
+        conversation.contact = contact
+    contact = conversation.contact
     if key:
         existing = _by_key(key)
         if existing is not None:
             return existing
-    conversation, _ = Conversation.objects.get_or_create(contact=contact, session_id=session.pk)
-    conversation.contact = contact
     reason = _not_to_be_messaged(contact) or _duplicate(conversation, fields)
     message = Message.objects.create(
         conversation=conversation,
@@ -166,16 +182,32 @@ def _create(*, session: WhatsAppSession, schema: str, phone: str, key: str | Non
         status=_Status.SUPPRESSED if reason else _Status.QUEUED,
         last_error=reason,
         idempotency_key=key or f"msg-{uuid.uuid4().hex}",
+        next_attempt_at=None if reason else timezone.now(),
+        hand_offs=0 if reason else 1,
+        bulk_send=bulk_send,
         **fields,
     )
     Conversation.objects.filter(pk=conversation.pk).update(last_message_at=message.created_at)
     if reason:
         logger.info("message %s to a contact not sent: %s", message.pk, reason)
+        _count_after_commit(metrics.suppressed_count, session.provider)
     else:
         # Registered before the event: a failing dashboard publish cannot hold back a send.
         _hand_off_after_commit(message, session=session, schema=schema)
     message_event_after_commit(message, "message.new")
     return message
+
+
+def _conversation_locking_contact(phone: str, *, session_id: int) -> Conversation | None:
+    """The conversation with `phone` on the session, with its contact's row locked: the
+    usual case in one query instead of two."""
+    rows = (
+        Conversation.objects.select_related("contact")
+        .select_for_update(of=("contact",))
+        .filter(contact__phone=phone, session_id=session_id)
+        .order_by()[:1]
+    )
+    return next(iter(rows), None)
 
 
 def _not_to_be_messaged(contact: Contact) -> str:
@@ -187,7 +219,9 @@ def _not_to_be_messaged(contact: Contact) -> str:
 
 
 def _duplicate(conversation: Conversation, fields: dict) -> str:
-    """The same text to the same recipient within the tenant's window: the reason, or ""."""
+    """The same text to the same recipient within the tenant's window, with nothing from
+    them since: the reason, or "". A recipient who wrote after the earlier copy gets it
+    again (a customer asking for the menu twice gets it twice)."""
     text = fields["text"]
     if fields["kind"] != MessageKind.TEXT or not text.strip() or fields["payload"]:
         return ""
@@ -204,9 +238,18 @@ def _duplicate(conversation: Conversation, fields: dict) -> str:
             created_at__gte=since,
         )
         .exclude(status__in=[_Status.FAILED, _Status.SUPPRESSED])
-        .exists()
+        .order_by("-created_at")
+        .values_list("created_at", flat=True)
+        .first()
     )
-    if not earlier:
+    if earlier is None:
+        return ""
+    answered = Message.objects.filter(
+        conversation__contact_id=conversation.contact_id,
+        direction=Message.Direction.INBOUND,
+        created_at__gt=earlier,
+    ).exists()
+    if answered:
         return ""
     return f"duplicate: the same text went to this contact within {window} seconds"
 
@@ -243,12 +286,11 @@ def _hand_off_after_commit(message: Message, *, session: WhatsAppSession, schema
         outbound = outbound_message_for(message)
         session_id = session.pk
 
+        # The hand-off's number: an outbox entry of an older hand-off is skipped.
+        ref = {"schema": schema, "message_id": message_id, "hand": message.hand_offs}
+
         def hand_off() -> None:
-            outbox_enqueue(
-                session_id=session_id,
-                message=outbound,
-                ref={"schema": schema, "message_id": message_id},
-            )
+            outbox_enqueue(session_id=session_id, message=outbound, ref=ref)
 
     transaction.on_commit(hand_off)
 
@@ -480,6 +522,7 @@ def _clearance(message: Message, *, session: WhatsAppSession) -> _Clearance:
     )
     if not decision.allowed:
         wait = min(MAX_WAIT_SECONDS, max(0.05, decision.wait_seconds))
+        metrics.limit_wait_count(decision.limit)
         logger.info("message %s waits %.1f s (%s limit)", message.pk, wait, decision.limit)
         return _Clearance(go=False, wait_seconds=wait)
     return _Clearance(go=True)
@@ -499,6 +542,23 @@ def _session(session_id: int) -> WhatsAppSession | None:
     return next(iter(WhatsAppSession.objects.filter(pk=session_id).order_by()), None)
 
 
+# A worker sending many messages of one session reads the session (and decrypts its
+# credentials) at most this often: a change of credentials, or a deleted session, takes
+# effect within seconds.
+SESSION_TTL_SECONDS = 2.0
+_sessions_cache: dict[int, tuple[float, WhatsAppSession | None]] = {}
+
+
+def _session_recent(session_id: int) -> WhatsAppSession | None:
+    now = time.monotonic()
+    cached = _sessions_cache.get(session_id)
+    if cached is not None and now - cached[0] < SESSION_TTL_SECONDS:
+        return cached[1]
+    session = _session(session_id)
+    _sessions_cache[session_id] = (now, session)
+    return session
+
+
 # --- Twilio: the Celery task's service ------------------------------------------------
 
 
@@ -515,27 +575,82 @@ def message_deliver(*, message_id: int) -> float | None:
         message = _locked_queued(message_id, skip_locked=True)
         if message is None:
             return None  # done with, or another worker is sending it right now
-        session = _session(message.session_id)
+        session = _session_recent(message.session_id)
         if session is None:
             _failed(message, error="Its session no longer exists.")
             return None
+        schema = connection.schema_name
+        mark = in_flight_get(schema=schema, message_id=message.pk)
+        since = time.time()
+        if mark is not None and mark.attempt > message.attempts:
+            # An earlier attempt's outcome was never recorded: did Twilio accept it?
+            try:
+                sid = _accepted_earlier(message, session=session, since=mark.since)
+            except NeverRetry as error:  # e.g. its credentials no longer work
+                _failed(message, error=str(error), code=getattr(error, "code", None))
+                return None
+            except ProviderError as error:
+                delay = _retry_delay(message, error)
+                logger.info(
+                    "message %s: Twilio not asked (%s); again in %.1fs", message.pk, error, delay
+                )
+                _due_in(message, delay)
+                return delay
+            if sid:
+                logger.info(
+                    "message %s: attempt %s was accepted as %s", message.pk, mark.attempt, sid
+                )
+                message.attempts = mark.attempt
+                _sent(message, provider_message_id=sid)
+                _clear_mark_after_commit(schema, message.pk)
+                return None
+            since = mark.since
         clearance = _clearance(message, session=session)
         if not clearance.go:
+            if clearance.wait_seconds:
+                _due_in(message, clearance.wait_seconds)
             return clearance.wait_seconds or None
         message.attempts += 1
+        # Before the request, and fails (the task is retried) when it cannot be written.
+        in_flight_set(schema=schema, message_id=message.pk, attempt=message.attempts, since=since)
         try:
             result = _twilio_provider(session).send(outbound_message_for(message))
         except NeverRetry as error:
             _failed(message, error=str(error), code=getattr(error, "code", None))
+            _clear_mark_after_commit(schema, message.pk)
             return None
         except RetryLater as error:
-            return _retry_or_fail(message, error)
+            again_in = _retry_or_fail(message, error)
         except Exception as error:  # a bug: retried like a passing failure, never lost
             logger.exception("message %s: Twilio send crashed", message.pk)
             crash = ProviderError(f"Unexpected error: {type(error).__name__}")
-            return _retry_or_fail(message, crash)
-        _sent(message, provider_message_id=result.provider_message_id)
-    return None
+            again_in = _retry_or_fail(message, crash)
+        else:
+            _sent(message, provider_message_id=result.provider_message_id)
+            _clear_mark_after_commit(schema, message.pk)
+            return None
+        if again_in is None:  # a dead letter now
+            _clear_mark_after_commit(schema, message.pk)
+        return again_in
+
+
+def _accepted_earlier(message: Message, *, session: WhatsAppSession, since: float) -> str:
+    """The SID of a message Twilio accepted for `message` since `since` (epoch seconds)
+    that no other message of the tenant has recorded, or "" (messaging/send_marks.py)."""
+    start = datetime.fromtimestamp(since - CLOCK_MARGIN_SECONDS, tz=UTC).replace(microsecond=0)
+    candidates = _twilio_provider(session).sent_matching(outbound_message_for(message), since=start)
+    if not candidates:
+        return ""
+    known = set(
+        Message.objects.filter(provider_message_id__in=candidates).values_list(
+            "provider_message_id", flat=True
+        )
+    )
+    return next((sid for sid in candidates if sid not in known), "")
+
+
+def _clear_mark_after_commit(schema: str, message_id: int) -> None:
+    transaction.on_commit(lambda: in_flight_clear(schema=schema, message_id=message_id))
 
 
 _providers = threading.local()
@@ -571,27 +686,45 @@ def _retry_or_fail(message: Message, error: ProviderError) -> float | None:
     if message.attempts > len(delays):
         _failed(message, error=f"Gave up after {message.attempts} attempts: {error}", code=code)
         return None
-    retry_after = getattr(error, "retry_after", None)
-    delay = delays[message.attempts - 1] if retry_after is None else retry_after
+    delay = _retry_delay(message, error)
     message.last_error = str(error)[:500]
     message.error_code = str(code or "")
-    message.save(update_fields=["attempts", "last_error", "error_code"])
-    delay = min(MAX_RETRY_AFTER_SECONDS, max(0.0, float(delay)))
+    message.next_attempt_at = timezone.now() + timedelta(seconds=delay)
+    message.save(update_fields=["attempts", "last_error", "error_code", "next_attempt_at"])
+    _count_after_commit(metrics.retry_count, _provider_of(message))
     logger.info("message %s: attempt %s failed; next in %.1fs", message.pk, message.attempts, delay)
     return delay
+
+
+def _retry_delay(message: Message, error: ProviderError) -> float:
+    """The wait before trying again after `message.attempts` attempts: the provider's
+    Retry-After, else settings.OUTBOUND_RETRY_DELAYS."""
+    delays = retry_delays()
+    retry_after = getattr(error, "retry_after", None)
+    if retry_after is None:
+        delay = delays[min(max(message.attempts, 1), len(delays)) - 1] if delays else 5.0
+    else:
+        delay = retry_after
+    return min(MAX_RETRY_AFTER_SECONDS, max(0.0, float(delay)))
 
 
 # --- live sessions: what the runner asks and reports ------------------------------------
 
 
-def outbound_live_check(*, session_id: int, message_id: int, attempts: int) -> SendCheck:
+def outbound_live_check(
+    *, session_id: int, message_id: int, attempts: int, hand: int | None = None
+) -> SendCheck:
     """Before a runner sends message `message_id` (in the current tenant schema), after
-    `attempts` attempts: skip it when it is not queued any more or its contact must not
-    be messaged (recorded as suppressed); wait when a limit says so; else clear it, with
-    the steps of the session's humanisation profile on the first attempt."""
+    `attempts` attempts: skip it when it is not queued any more, when the outbox entry
+    is of an older hand-off (`hand`: the sweep handed it again), or when its contact must
+    not be messaged (recorded as suppressed); wait when a limit says so; else clear it,
+    with the steps of the session's humanisation profile on the first attempt."""
     with transaction.atomic():
         message = _locked_queued(message_id)
         if message is None:
+            return SendCheck(skip=True)
+        if hand is not None and hand != message.hand_offs:
+            logger.info("message %s: outbox entry of hand-off %s skipped", message.pk, hand)
             return SendCheck(skip=True)
         session = _session(session_id)
         if session is None or session.pk != message.session_id:
@@ -601,10 +734,22 @@ def outbound_live_check(*, session_id: int, message_id: int, attempts: int) -> S
             message.save(update_fields=["attempts"])
         clearance = _clearance(message, session=session)
         if not clearance.go:
+            if clearance.wait_seconds:
+                _due_in(message, clearance.wait_seconds)
             return SendCheck(wait_seconds=clearance.wait_seconds, skip=not clearance.wait_seconds)
         if attempts or profile_for(session.humanization_profile) is None:
+            _due_in(message, 0)
             return SendCheck()
-        return _humanised(message, profile=session.humanization_profile)
+        check = _humanised(message, profile=session.humanization_profile)
+        _due_in(message, check.steps[-1][0] if check.steps else 0)
+        return check
+
+
+def _due_in(message: Message, seconds: float) -> None:
+    """Its sender looks at it again in `seconds` (the caller holds the row lock): until
+    then, and a grace period after, the re-hand sweep leaves it alone."""
+    message.next_attempt_at = timezone.now() + timedelta(seconds=seconds)
+    message.save(update_fields=["next_attempt_at"])
 
 
 def _humanised(message: Message, *, profile: str) -> SendCheck:
@@ -675,7 +820,20 @@ def _sent(message: Message, *, provider_message_id: str) -> None:
             "error_code",
         ]
     )
+    latency = (message.sent_at - message.created_at).total_seconds() if message.created_at else None
+    provider = _provider_of(message)
+    transaction.on_commit(lambda: metrics.sent_count(provider, latency_seconds=latency))
     message_event_after_commit(message, "message.status")
+
+
+def _count_after_commit(count, provider: str) -> None:
+    """Count once the outcome is committed: a rolled-back outcome never happened."""
+    transaction.on_commit(lambda: count(provider))
+
+
+def _provider_of(message: Message) -> str:
+    session = _session_recent(message.session_id)
+    return session.provider if session is not None else ""
 
 
 def _failed(message: Message, *, error: str, code=None) -> None:
@@ -695,6 +853,7 @@ def _failed(message: Message, *, error: str, code=None) -> None:
         ]
     )
     logger.warning("message %s failed for good: %s", message.pk, message.last_error)
+    _count_after_commit(metrics.failed_count, _provider_of(message))
     message_event_after_commit(message, "message.status")
 
 
@@ -702,6 +861,7 @@ def _suppress(message: Message, reason: str) -> None:
     message.status = _Status.SUPPRESSED
     message.last_error = reason
     message.save(update_fields=["status", "last_error"])
+    _count_after_commit(metrics.suppressed_count, _provider_of(message))
     logger.info("message %s not sent: %s", message.pk, reason)
     message_event_after_commit(message, "message.status")
 
@@ -742,6 +902,8 @@ def message_retry(*, message: Message) -> Message:
         locked.failed_at = None
         locked.last_error = ""
         locked.error_code = ""
+        locked.hand_offs += 1
+        locked.next_attempt_at = timezone.now()
         locked.save(
             update_fields=[
                 "status",
@@ -750,8 +912,12 @@ def message_retry(*, message: Message) -> Message:
                 "failed_at",
                 "last_error",
                 "error_code",
+                "hand_offs",
+                "next_attempt_at",
             ]
         )
+        # An old attempt's in-flight mark must not make the new attempts ask Twilio.
+        _clear_mark_after_commit(schema, locked.pk)
         _hand_off_after_commit(locked, session=session, schema=schema)
         message_event_after_commit(locked, "message.status")
     logger.info("message %s: dead letter queued again", locked.pk)

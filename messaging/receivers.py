@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import logging
 
+from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 from django_tenants.utils import schema_context
 
+from messaging.models import WebhookEndpoint
 from messaging.outbound import (
     message_failed_record,
     message_sent_record,
@@ -51,8 +53,14 @@ def check_outbound(sender, *, session_id, ref, attempts, **kwargs):
     if found is None:
         return None
     schema, message_id = found
+    hand = ref.get("hand")
     with schema_context(schema):
-        return outbound_live_check(session_id=session_id, message_id=message_id, attempts=attempts)
+        return outbound_live_check(
+            session_id=session_id,
+            message_id=message_id,
+            attempts=attempts,
+            hand=hand if isinstance(hand, int) else None,
+        )
 
 
 @receiver(send_finished, dispatch_uid="messaging.outbound_finished")
@@ -97,3 +105,24 @@ def record_receipt(sender, *, session, receipt, **kwargs):
                 logger.exception(
                     "session %s: receipt for %s not recorded", session.pk, provider_message_id
                 )
+
+
+# --- this process's cache of webhook endpoints (messaging/webhooks.py) -----------------
+
+
+def _endpoints_changed(sender, **kwargs):
+    from django.db import connection, transaction
+
+    from messaging.webhooks import webhook_endpoints_forget
+
+    schema = connection.schema_name
+    webhook_endpoints_forget(schema)
+    transaction.on_commit(lambda: webhook_endpoints_forget(schema))
+
+
+post_save.connect(
+    _endpoints_changed, sender=WebhookEndpoint, dispatch_uid="webhook_endpoints_saved"
+)
+post_delete.connect(
+    _endpoints_changed, sender=WebhookEndpoint, dispatch_uid="webhook_endpoints_deleted"
+)

@@ -28,9 +28,10 @@ def message_status_record(
 ) -> Message | None:
     """Move a sent message forward (queued < sent < delivered < read), never back.
 
-    `failed` and `undelivered` mark it failed with the provider's error code. A report
-    older than the stored status, or about a message we don't know, changes nothing.
-    Returns the message when it changed.
+    `failed` and `undelivered` mark it failed with the provider's error code, and keep
+    it as a dead letter (listed by `message_dead_letters()`, sent again by
+    `message_retry()`). A report older than the stored status, or about a message we
+    don't know, changes nothing. Returns the message when it changed.
     """
     at = at or timezone.now()
     status = Message.Status.FAILED if status == "undelivered" else status
@@ -52,9 +53,10 @@ def message_status_record(
                 return None  # a late failure report for a message already read
             message.last_error = f"The provider reported it undelivered (code {error_code})"
             message.error_code = str(error_code or "")
+            message.dead_letter = True
         elif status not in order or order[status] <= order.get(message.status, -1):
             return None
-        fields = ["status", "last_error", "error_code"]
+        fields = ["status", "last_error", "error_code", "dead_letter"]
         message.status = status
         stamp = _TIMESTAMP_FIELD.get(status)
         if stamp:

@@ -59,6 +59,7 @@ from messaging.inbound_cache import (
 )
 from messaging.inbound_limits import WINDOW_SECONDS, inbound_volume_keys, inbound_volume_verdict
 from messaging.inbound_tasks import celery_message
+from messaging.metrics import received_count
 from messaging.twilio_webhook import (
     _ok,
     bad_signature,
@@ -168,6 +169,7 @@ class _FastPath:
             return invalid("invalid_message", error)
         message_id = await self._store(number, inbound)
         if message_id is not None:  # None: stored before, and routed then
+            received_count("twilio")
             await self._enqueue(number.schema, message_id, inbound.kind in MEDIA_KINDS)
         return _ok()
 

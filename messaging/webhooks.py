@@ -56,6 +56,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 from django_tenants.utils import get_public_schema_name, get_tenant_model, schema_context
 
+from messaging.metrics import webhook_count
 from messaging.models import WebhookDelivery, WebhookEndpoint
 from sessions_app.fields import Secret
 
@@ -283,6 +284,40 @@ def webhook_deliveries(
 # --- events ----------------------------------------------------------------------------
 
 
+# Every message sent or received emits events: the tenant's active endpoints are read
+# at most this often per process (and again at once in a process that changed them), so
+# a busy worker does not query them for each event. Another process sees a change within
+# this many seconds.
+ENDPOINTS_CACHE_SECONDS = 2.0
+_endpoints_cache: dict[str, tuple[float, tuple[tuple[int, frozenset[str]], ...]]] = {}
+
+
+def webhook_endpoints_forget(schema: str | None = None) -> None:
+    """Drop this process's cached endpoints of `schema` (None: of every tenant)."""
+    if schema is None:
+        _endpoints_cache.clear()
+    else:
+        _endpoints_cache.pop(schema, None)
+
+
+def _active_endpoints() -> tuple[tuple[int, frozenset[str]], ...]:
+    schema = connection.schema_name
+    now = time.monotonic()
+    cached = _endpoints_cache.get(schema)
+    if cached is not None and now - cached[0] < ENDPOINTS_CACHE_SECONDS:
+        return cached[1]
+    endpoints = tuple(
+        (pk, frozenset(events))
+        for pk, events in WebhookEndpoint.objects.filter(is_active=True)
+        .order_by("pk")
+        .values_list("pk", "events")
+    )
+    # Not cached inside a transaction that may still change them (and roll back).
+    if connection.get_autocommit():
+        _endpoints_cache[schema] = (now, endpoints)
+    return endpoints
+
+
 def webhook_event_emit(*, event_type: str, payload: dict) -> int:
     """One pending delivery per active endpoint of the CURRENT tenant schema subscribed
     to `event_type`; each is queued for a worker once the transaction commits.
@@ -290,11 +325,7 @@ def webhook_event_emit(*, event_type: str, payload: dict) -> int:
     Returns how many deliveries were created. Call it after the change that caused the
     event has committed (messaging.events does), or inside that change's transaction.
     """
-    endpoint_ids = list(
-        WebhookEndpoint.objects.filter(is_active=True, events__contains=[event_type])
-        .order_by("pk")
-        .values_list("pk", flat=True)
-    )
+    endpoint_ids = [pk for pk, events in _active_endpoints() if event_type in events]
     if not endpoint_ids:
         return 0
     # Stored as JSON: dates, UUIDs and decimals (order totals) become strings now.
@@ -601,6 +632,8 @@ def _record(delivery: WebhookDelivery, result: _Result, *, secret: str) -> str:
         ).update(**fields)
         if updated and countdown is not None:
             _enqueue_after_commit([delivery.pk], countdown=countdown)
+    if updated:
+        webhook_count(outcome)
     logger.info(
         "webhook delivery %s (%s) to endpoint %s, attempt %d: %s%s",
         delivery.public_id,

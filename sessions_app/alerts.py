@@ -4,11 +4,11 @@ The runner calls `session_alert_after_commit`; the email goes out from a Celery 
 (never from the runner's control loop), and the dashboards get a `session.alert` event.
 """
 
-from django.core.mail import send_mail
 from django.db import transaction
 from django.utils.translation import gettext as _
+from django.utils.translation import override
 
-from sessions_app.models import Status, WhatsAppSession
+from sessions_app.models import Incident, Status, WhatsAppSession
 
 ALERT_STATUSES = (Status.LOGGED_OUT, Status.BANNED, Status.FAILED)
 
@@ -34,24 +34,25 @@ def _alert_text(session: WhatsAppSession) -> tuple[str, str]:
 
 
 def session_alert_send(*, session_id: int) -> int:
-    """Email every owner of the session's tenant. Returns how many were emailed."""
-    from django.contrib.auth import get_user_model
-    from django_tenants.utils import schema_context
+    """Open the session's incident and tell the owners (email, WhatsApp from another
+    connected number, dashboard) and the platform admins -- once per incident: a session
+    failing again before it came back says nothing new. Returns how many owners were
+    emailed."""
+    from sessions_app.incidents import incident_notify, incident_open
 
     session = WhatsAppSession.objects.select_related("tenant").get(pk=session_id)
     if session.status not in ALERT_STATUSES:
         return 0  # resolved meanwhile: nothing to say
-    with schema_context(session.tenant.schema_name):
-        owners = list(
-            get_user_model()
-            .objects.filter(role="owner", is_active=True)
-            .values_list("email", flat=True)
-        )
-    if not owners:
-        return 0
-    subject, body = _alert_text(session)
-    send_mail(subject, body, None, owners, fail_silently=False)
-    return len(owners)
+    with override(session.tenant.language):
+        subject, body = _alert_text(session)
+    incident, _created = incident_open(
+        kind=Incident.Kind.SESSION_DOWN,
+        tenant=session.tenant,
+        subject=str(session.pk),
+        summary=subject,
+        details={"status": session.status, "reason": session.last_disconnect_reason},
+    )
+    return incident_notify(incident=incident, owner_subject=subject, owner_body=body)
 
 
 def session_alert_after_commit(*, session_id: int) -> None:

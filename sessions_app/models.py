@@ -217,3 +217,42 @@ class SandboxMessage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.direction} {self.phone}: {self.text[:30]}"
+
+
+class Incident(models.Model):
+    """Something an operator or an owner must hear about, told once while it lasts.
+
+    An incident is open until it is resolved; at most one open incident exists per kind,
+    tenant and subject (a session id, a runner name), so a storm of events about the same
+    problem alerts once. Platform-wide incidents (a runner died) have no tenant."""
+
+    class Kind(models.TextChoices):
+        SESSION_DOWN = "session_down", "Session logged out, banned or failed"
+        DEAD_LETTERS = "dead_letters", "Dead letters piling up"
+        RUNNER_DIED = "runner_died", "A session runner died"
+        BLOCK_RATE = "block_rate", "Many contacts blocked the number"
+
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    tenant = models.ForeignKey(
+        "tenants.Tenant", null=True, blank=True, on_delete=models.CASCADE, related_name="incidents"
+    )
+    subject = models.CharField(max_length=120, help_text="What it is about: a session, a runner")
+    summary = models.CharField(max_length=300)
+    details = models.JSONField(default=dict, blank=True)
+    opened_at = models.DateTimeField(auto_now_add=True)
+    notified_at = models.DateTimeField(null=True, blank=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-opened_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["kind", "tenant", "subject"],
+                condition=Q(resolved_at__isnull=True),
+                nulls_distinct=False,
+                name="one_open_incident_per_subject",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.subject}: {self.summary}"

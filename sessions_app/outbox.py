@@ -210,17 +210,16 @@ def outbox_already_sent(entry: OutboxEntry) -> str | None:
 
 
 def outbox_mark_sent(entry: OutboxEntry, provider_message_id: str) -> None:
-    pipe = redis_client().pipeline()
-    pipe.set(
+    """Remember that this idempotency key went out. The entry stays pending in the stream
+    until the send is recorded (`outbox_finish`): a runner killed in between leaves it for
+    the next owner, which finds this marker, records the send and does not send again."""
+    redis_client().set(
         done_key(entry.session_id, entry.idempotency_key), provider_message_id, ex=DONE_TTL_SECONDS
     )
-    pipe.xack(stream_key(entry.session_id), GROUP, entry.entry_id)
-    pipe.xdel(stream_key(entry.session_id), entry.entry_id)
-    pipe.execute()
 
 
 def outbox_finish(entry: OutboxEntry) -> None:
-    """Drop an entry that will not be sent (failed for good)."""
+    """Drop an entry that is recorded as sent, or will not be sent (failed for good)."""
     pipe = redis_client().pipeline()
     pipe.xack(stream_key(entry.session_id), GROUP, entry.entry_id)
     pipe.xdel(stream_key(entry.session_id), entry.entry_id)

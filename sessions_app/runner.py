@@ -40,6 +40,7 @@ from config.heartbeats import (
     heartbeats_read,
     process_name,
 )
+from config.metrics import RECONNECT_ATTEMPTS
 from sessions_app import leases, outbox
 from sessions_app.models import (
     LIVE_PROVIDERS,
@@ -75,6 +76,22 @@ BACKOFF_MAX_SECONDS = 60.0
 COMMAND_RETRY_WINDOW = timedelta(minutes=1)
 STARTS_PER_TICK = 5  # start sessions a few at a time (neonize: one at a time is safest)
 CHECK_RETRY_SECONDS = 5.0  # a send whose pre-send check crashed (database down...) waits
+
+
+# Disconnect reasons are free text from the provider; metrics get one of a few labels.
+_REASON_LABELS = (
+    ("timeout", ("timeout", "timed out", "keep-alive", "keepalive")),
+    ("network", ("network", "connection", "dns", "refused", "reset", "unreachable", "eof")),
+    ("server", ("server", "stream", "5xx", "restart")),
+)
+
+
+def reconnect_reason_label(reason: str) -> str:
+    text = reason.lower()
+    for label, words in _REASON_LABELS:
+        if any(word in text for word in words):
+            return label
+    return "other"
 
 
 def reconnect_delay(attempt: int) -> float:
@@ -259,7 +276,10 @@ class SessionRunner:
         wanted = set(wanted)
         for session_id in list(self.held):
             if session_id not in wanted:
-                self._stop_wanted(session_id)
+                try:
+                    self._stop_wanted(session_id)
+                except Exception:  # one session's trouble must not stop the others
+                    logger.exception("session %s: stopping failed", session_id)
         candidates = [sid for sid in wanted if sid not in self.held]
         random.shuffle(candidates)
         owners = leases.lease_owners(candidates)
@@ -324,8 +344,11 @@ class SessionRunner:
         held = self.held.get(session_id)
         if held is None:
             return
-        session = WhatsAppSession.objects.get(pk=session_id)
-        if session.desired_state == DesiredState.STOPPED:
+        session = WhatsAppSession.objects.filter(pk=session_id).first()
+        if session is None:  # deleted (with its tenant, say): nothing left to record
+            logger.info("session %s was deleted; letting it go", session_id)
+            self._let_go(held, status=None, reason="")
+        elif session.desired_state == DesiredState.STOPPED:
             self._let_go(held, status=Status.STOPPED, reason="Stopped")
         else:  # logged out, failed or banned meanwhile: already said so
             self._let_go(held, status=None, reason="")
@@ -501,6 +524,7 @@ class SessionRunner:
                 return
             delay = reconnect_delay(held.attempts)
             held.reconnect_at = time.monotonic() + delay
+            RECONNECT_ATTEMPTS.labels(reason=reconnect_reason_label(reason)).inc()
             session_status_set(
                 session_id=session_id,
                 status=Status.DISCONNECTED,
@@ -575,9 +599,9 @@ class SessionRunner:
             return  # not ours any more: it stays pending for the new owner to claim
         sent_as = outbox.outbox_already_sent(entry)
         if sent_as:
-            outbox.outbox_mark_sent(entry, sent_as)
             self._release_chat(entry)
             self._finished(entry, provider_message_id=sent_as, attempts=entry.attempts + 1)
+            outbox.outbox_finish(entry)
             return
         chat = (entry.session_id, entry.message.to)
         owner = self._chat_owner.get(chat)
@@ -687,6 +711,7 @@ class SessionRunner:
             outbox.outbox_mark_sent(entry, result.provider_message_id)
             self._release_chat(entry)
             self._finished(entry, provider_message_id=result.provider_message_id, attempts=attempts)
+            outbox.outbox_finish(entry)  # only now: a kill before this leaves it to the next owner
 
     def _send_failed(self, entry: outbox.OutboxEntry, error: str, attempts: int) -> None:
         outbox.outbox_finish(entry)

@@ -137,9 +137,14 @@ def session_connected(
     }
     if device_jid:
         fields["device_jid"] = device_jid
-    return session_status_set(
+    session = session_status_set(
         session_id=session_id, status=Status.CONNECTED, reason="Connected", **fields
     )
+    # Back: its incident (logged out, failed...) is over; the next failure alerts again.
+    from sessions_app.incidents import incident_resolve
+
+    incident_resolve(kind="session_down", tenant=session.tenant, subject=str(session_id))
+    return session
 
 
 # --- creating and configuring ---------------------------------------------------------
@@ -155,6 +160,120 @@ def _owner_numbers(numbers) -> list[str]:
     if problems:
         raise ValidationError({"owner_numbers": problems})
     return sorted(set(normalised))
+
+
+# Fields a person may set on a session (the provider is chosen once, at creation).
+EDITABLE_FIELDS = (
+    "name",
+    "owner_numbers",
+    "customer_mode",
+    "humanization_profile",
+    "proxy_host",
+    "proxy_port",
+    "proxy_username",
+    "proxy_password",
+    "twilio_account_sid",
+    "twilio_auth_token",
+    "twilio_from_number",
+    "twilio_messaging_service_sid",
+)
+
+
+def _validated(
+    *, tenant, provider: str, values: dict, instance: WhatsAppSession | None, check: bool
+) -> dict:
+    """Check every field at once and return them cleaned; ValidationError by field.
+
+    For a Twilio session whose account SID or auth token is new, Twilio itself is asked
+    for the account (`twilio_credentials_check`), so a wrong SID or token is refused here
+    and not at the first send."""
+    from sessions_app.providers.twilio_provider import twilio_credentials_check
+
+    errors: dict[str, list[str]] = {}
+    cleaned = dict(values)
+    name = str(values.get("name") or "").strip()
+    cleaned["name"] = name
+    others = WhatsAppSession.objects.filter(tenant=tenant)
+    if instance is not None:
+        others = others.exclude(pk=instance.pk)
+    if not name:
+        errors["name"] = ["A name is required."]
+    elif len(name) > 80:
+        errors["name"] = ["Use at most 80 characters."]
+    elif others.filter(name=name).exists():
+        errors["name"] = [f"You already have a session called {name!r}."]
+    if provider not in Provider.values:
+        errors["provider"] = [f"Choose one of {', '.join(Provider.values)}."]
+    if values["customer_mode"] not in CustomerMode.values:
+        errors["customer_mode"] = [f"Choose one of {', '.join(CustomerMode.values)}."]
+    if values["humanization_profile"] not in HumanizationProfile.values:
+        errors["humanization_profile"] = [f"Choose one of {', '.join(HumanizationProfile.values)}."]
+    try:
+        cleaned["owner_numbers"] = _owner_numbers(values["owner_numbers"])
+    except ValidationError as error:
+        errors.update(error.message_dict)
+    proxy_host = str(values.get("proxy_host") or "").strip()
+    cleaned["proxy_host"] = proxy_host
+    proxy_port = values.get("proxy_port")
+    try:
+        proxy_port = int(proxy_port) if proxy_port not in (None, "") else None
+    except (TypeError, ValueError):
+        proxy_port = -1
+    if proxy_host and not (proxy_port and 0 < proxy_port < 65536):
+        errors["proxy_port"] = ["A proxy needs a port between 1 and 65535."]
+    cleaned["proxy_port"] = proxy_port if proxy_host else None
+    if provider == Provider.TWILIO:
+        sid = str(values.get("twilio_account_sid") or "").strip()
+        token = str(values.get("twilio_auth_token") or "").strip()
+        cleaned["twilio_account_sid"], cleaned["twilio_auth_token"] = sid, token
+        credential_errors = False
+        if not sid.startswith("AC") or len(sid) != 34:
+            errors["twilio_account_sid"] = ["An account SID starts with AC and has 34 characters."]
+            credential_errors = True
+        if not token:
+            errors["twilio_auth_token"] = ["The auth token is required."]
+            credential_errors = True
+        from_number = str(values.get("twilio_from_number") or "").strip()
+        service_sid = str(values.get("twilio_messaging_service_sid") or "").strip()
+        cleaned["twilio_messaging_service_sid"] = service_sid
+        if not (from_number or service_sid):
+            errors["twilio_from_number"] = [
+                "Give the WhatsApp sender number or a messaging service SID."
+            ]
+        if from_number:
+            try:
+                from_number = to_e164(from_number)
+            except ValidationError as error:
+                errors["twilio_from_number"] = error.messages
+            else:
+                taken = WhatsAppSession.objects.filter(
+                    provider=Provider.TWILIO, twilio_from_number=from_number
+                )
+                if instance is not None:
+                    taken = taken.exclude(pk=instance.pk)
+                if taken.exists():
+                    errors["twilio_from_number"] = ["This number is already connected."]
+        cleaned["twilio_from_number"] = from_number
+        credentials_changed = instance is None or (
+            sid != instance.twilio_account_sid or token != str(instance.twilio_auth_token or "")
+        )
+        if check and credentials_changed and not credential_errors:
+            try:
+                twilio_credentials_check(account_sid=sid, auth_token=token)
+            except ValidationError as error:
+                for field, messages in error.message_dict.items():
+                    errors.setdefault(field, []).extend(messages)
+    else:
+        for field in (
+            "twilio_account_sid",
+            "twilio_auth_token",
+            "twilio_from_number",
+            "twilio_messaging_service_sid",
+        ):
+            cleaned[field] = ""
+    if errors:
+        raise ValidationError(errors)
+    return cleaned
 
 
 def session_create(
@@ -173,65 +292,98 @@ def session_create(
     twilio_auth_token: str = "",
     twilio_from_number: str = "",
     twilio_messaging_service_sid: str = "",
+    check_credentials: bool = True,
 ) -> WhatsAppSession:
-    """Validate and create a session (stopped). Errors come back per field, all at once."""
-    errors: dict[str, list[str]] = {}
-    name = (name or "").strip()
-    if not name:
-        errors["name"] = ["A name is required."]
-    elif WhatsAppSession.objects.filter(tenant=tenant, name=name).exists():
-        errors["name"] = [f"You already have a session called {name!r}."]
-    if provider not in Provider.values:
-        errors["provider"] = [f"Choose one of {', '.join(Provider.values)}."]
-    if customer_mode not in CustomerMode.values:
-        errors["customer_mode"] = [f"Choose one of {', '.join(CustomerMode.values)}."]
-    if humanization_profile not in HumanizationProfile.values:
-        errors["humanization_profile"] = [f"Choose one of {', '.join(HumanizationProfile.values)}."]
-    try:
-        owners = _owner_numbers(owner_numbers)
-    except ValidationError as error:
-        errors.update(error.message_dict)
-        owners = []
-    if proxy_host and not (proxy_port and 0 < int(proxy_port) < 65536):
-        errors["proxy_port"] = ["A proxy needs a port between 1 and 65535."]
-    if provider == Provider.TWILIO:
-        if not twilio_account_sid.startswith("AC") or len(twilio_account_sid) != 34:
-            errors["twilio_account_sid"] = ["An account SID starts with AC and has 34 characters."]
-        if not twilio_auth_token:
-            errors["twilio_auth_token"] = ["The auth token is required."]
-        if not (twilio_from_number or twilio_messaging_service_sid):
-            errors["twilio_from_number"] = [
-                "Give the WhatsApp sender number or a messaging service SID."
-            ]
-        if twilio_from_number:
-            try:
-                twilio_from_number = to_e164(twilio_from_number)
-            except ValidationError as error:
-                errors["twilio_from_number"] = error.messages
-            else:
-                taken = WhatsAppSession.objects.filter(
-                    provider=Provider.TWILIO, twilio_from_number=twilio_from_number
-                )
-                if taken.exists():
-                    errors["twilio_from_number"] = ["This number is already connected."]
-    if errors:
-        raise ValidationError(errors)
-    return WhatsAppSession.objects.create(
-        tenant=tenant,
-        name=name,
-        provider=provider,
-        owner_numbers=owners,
-        customer_mode=customer_mode,
-        humanization_profile=humanization_profile,
-        proxy_host=proxy_host,
-        proxy_port=proxy_port or None,
-        proxy_username=proxy_username,
-        proxy_password=proxy_password,
-        twilio_account_sid=twilio_account_sid,
-        twilio_auth_token=twilio_auth_token,
-        twilio_from_number=twilio_from_number,
-        twilio_messaging_service_sid=twilio_messaging_service_sid,
+    """Validate and create a session (stopped). Errors come back per field, all at once.
+
+    A Twilio session's credentials are checked with Twilio before anything is saved;
+    `check_credentials=False` is for fixtures and benchmarks that have no Twilio to ask."""
+    values = {
+        "name": name,
+        "owner_numbers": owner_numbers,
+        "customer_mode": customer_mode,
+        "humanization_profile": humanization_profile,
+        "proxy_host": proxy_host,
+        "proxy_port": proxy_port,
+        "proxy_username": proxy_username or "",
+        "proxy_password": proxy_password or "",
+        "twilio_account_sid": twilio_account_sid,
+        "twilio_auth_token": twilio_auth_token,
+        "twilio_from_number": twilio_from_number,
+        "twilio_messaging_service_sid": twilio_messaging_service_sid,
+    }
+    cleaned = _validated(
+        tenant=tenant, provider=provider, values=values, instance=None, check=check_credentials
     )
+    return WhatsAppSession.objects.create(tenant=tenant, provider=provider, **cleaned)
+
+
+def session_update(
+    *, session: WhatsAppSession, check_credentials: bool = True, **fields
+) -> WhatsAppSession:
+    """Change some of a session's settings, validated like `session_create` (errors by
+    field, all at once). Fields not given keep their value; an empty
+    `twilio_auth_token` keeps the stored token (forms never show it back). New Twilio
+    credentials are checked with Twilio before they are saved. The provider cannot
+    change: create another session instead."""
+    refused = {name: ["This field cannot be changed."] for name in fields}
+    for name in EDITABLE_FIELDS:
+        refused.pop(name, None)
+    with transaction.atomic():
+        locked = (
+            WhatsAppSession.objects.select_for_update(of=("self",))
+            .select_related("tenant")
+            .get(pk=session.pk)
+        )
+        values = {name: getattr(locked, name) for name in EDITABLE_FIELDS}
+        values["twilio_auth_token"] = str(locked.twilio_auth_token or "")
+        values["proxy_password"] = str(locked.proxy_password or "")
+        for name, value in fields.items():
+            if name in refused or (name == "twilio_auth_token" and not value):
+                continue
+            values[name] = "" if value is None and name != "proxy_port" else value
+        try:
+            cleaned = _validated(
+                tenant=locked.tenant,
+                provider=locked.provider,
+                values=values,
+                instance=locked,
+                check=check_credentials and not refused,
+            )
+        except ValidationError as error:
+            raise ValidationError({**error.message_dict, **refused}) from None
+        if refused:
+            raise ValidationError(refused)
+        changed = [name for name in EDITABLE_FIELDS if cleaned[name] != _stored_value(locked, name)]
+        for name in changed:
+            setattr(locked, name, cleaned[name])
+        if changed:
+            locked.save(update_fields=[*changed, "updated_at"])
+            logger.info("session %s: updated %s", locked.pk, ", ".join(changed))
+    return locked
+
+
+def _stored_value(session: WhatsAppSession, name: str):
+    value = getattr(session, name)
+    if name in ("twilio_auth_token", "proxy_password"):
+        return str(value or "")
+    return value
+
+
+def session_delete(*, session: WhatsAppSession) -> None:
+    """Delete a session and its history. A live session still held by a runner must be
+    stopped first (the runner lets it go within seconds), so no connection is left
+    behind without its row."""
+    from sessions_app.leases import lease_owner
+
+    if session.is_live_provider and lease_owner(session.pk) is not None:
+        raise ValidationError(
+            {"status": ["Stop the session first: a runner still holds its connection."]},
+            code="session_running",
+        )
+    deleted, _ = WhatsAppSession.objects.filter(pk=session.pk).delete()
+    if deleted:
+        logger.info("session %s deleted", session.pk)
 
 
 # --- requests from the web to the runners ---------------------------------------------

@@ -9,3 +9,12 @@ from sessions_app.alerts import session_alert_send
 def session_alert(session_id: int) -> int:
     """Email the owners about a session that needs them (SMTP errors are retried)."""
     return session_alert_send(session_id=session_id)
+
+
+@shared_task(name="sessions.operations_check")
+def operations_check() -> dict:
+    """Open and resolve incidents read off the data (dead letters, block rate, runners)."""
+    from sessions_app.incidents import operations_check as check
+
+    report = check()
+    return {"opened": report.opened, "resolved": report.resolved}

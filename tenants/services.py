@@ -15,6 +15,7 @@ from django.db import connection, transaction
 from django.db.migrations.loader import MigrationLoader
 from django_tenants.utils import get_public_schema_name, schema_context, schema_exists
 
+from tenants.host_cache import host_cache_clear
 from tenants.models import Domain, Tenant, schema_name_for_slug, validate_slug, validate_timezone
 
 logger = logging.getLogger(__name__)
@@ -171,9 +172,11 @@ def tenant_public_ensure() -> Tenant:
 
 def tenant_suspend(*, tenant: Tenant, reason: str = "") -> None:
     Tenant.objects.filter(pk=tenant.pk).update(is_active=False, suspended_reason=reason[:200])
+    transaction.on_commit(host_cache_clear)  # this process at once, the others within 5 s
     logger.info("tenant %s suspended", tenant.schema_name)
 
 
 def tenant_reactivate(*, tenant: Tenant) -> None:
     Tenant.objects.filter(pk=tenant.pk).update(is_active=True, suspended_reason="")
+    transaction.on_commit(host_cache_clear)
     logger.info("tenant %s reactivated", tenant.schema_name)

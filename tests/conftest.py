@@ -9,14 +9,16 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 from django.conf import settings
-from django.db import connection
+from django.db import OperationalError, connection
 from django_tenants.utils import schema_context
 
 from config.heartbeats import RUNNERS, WORKERS, heartbeats_read
@@ -25,8 +27,13 @@ from tenants.services import NewTenant, tenant_base_schema_migrate, tenant_creat
 
 pytest_plugins = ["tests.twilio_standin"]  # the `twilio_standin` fixture
 
+# Owners' passwords and PINs are hashed hundreds of times a run: MD5 here (and in the
+# child processes, through APP_ENV=test), Django's slow default everywhere else.
+settings.PASSWORD_HASHERS = settings.TEST_PASSWORD_HASHERS
+
 ROOT = Path(__file__).resolve().parent.parent
 OWNER_PASSWORD = "Correct-Horse-42!"
+CHILD_METRICS_DIR = Path(tempfile.mkdtemp(prefix="wa-test-metrics-"))
 PROCESS_START_TIMEOUT = 60
 
 
@@ -90,6 +97,10 @@ def make_tenant(committed_db):
 
     def make(slug: str | None = None, **fields) -> Tenant:
         slug = slug or f"t{uuid.uuid4().hex[:10]}"
+        # A connection that creates schema after schema gets slower with each (its
+        # catalog caches grow): hundreds a run went from 0.4 s to 3 s a tenant.
+        if not connection.in_atomic_block:
+            connection.close()
         tenant = tenant_create(
             NewTenant(
                 slug=slug,
@@ -105,7 +116,40 @@ def make_tenant(committed_db):
     yield make
     connection.set_schema_to_public()
     for tenant in created:
-        tenant.delete(force_drop=True)
+        tenant_drop(tenant)
+
+
+@contextmanager
+def module_tenant(django_db_blocker, *, name: str = "Falafel Place"):
+    """One tenant shared by a test module's tests (a schema per test would be slow),
+    dropped at the end; for module-scoped fixtures."""
+    with django_db_blocker.unblock():
+        slug = f"m{uuid.uuid4().hex[:10]}"
+        tenant = tenant_create(
+            NewTenant(
+                slug=slug, name=name, owner_email=f"owner@{slug}.example.com",
+                owner_password=OWNER_PASSWORD,
+            )
+        )  # fmt: skip
+        try:
+            yield tenant
+        finally:
+            connection.set_schema_to_public()
+            tenant_drop(tenant)
+
+
+def tenant_drop(tenant: Tenant, *, tries: int = 5) -> None:
+    """Delete a test tenant and its schema. The session's shared Celery worker may still
+    be finishing one of the tenant's tasks, holding row locks that DROP SCHEMA waits for:
+    PostgreSQL then ends one of the two as a deadlock. The drop is tried again."""
+    for attempt in range(1, tries + 1):
+        try:
+            tenant.delete(force_drop=True)
+            return
+        except OperationalError as error:
+            if attempt == tries or "deadlock" not in str(error):
+                raise
+            time.sleep(0.2 * attempt)
 
 
 def host_of(tenant: Tenant) -> str:
@@ -138,6 +182,8 @@ def process_env() -> dict[str, str]:
         # Workers send to the Twilio stand-in, and retry failed sends within seconds.
         "TWILIO_API_BASE_URL": shared_standin().base_url,
         "OUTBOUND_RETRY_DELAYS": "0.2,0.4,0.8,1.6,3.2",
+        # This run's processes count into their own folder, read by /metrics.
+        "METRICS_DIR": str(CHILD_METRICS_DIR),
     }
 
 
@@ -278,3 +324,32 @@ def login(
     )
     assert "sessionid" in client.cookies
     return client
+
+
+# --- the browser ----------------------------------------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's package; .ci/run installs it when missing
+
+
+@pytest.fixture
+def browser(monkeypatch):
+    """Headless Chromium through Playwright; *.localhost resolves to this machine."""
+    from django.db import connections
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API keeps an event loop in this thread; the test's own database
+    # reads are plain synchronous calls between browser steps.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            # *.localhost is the loopback address, as in desktop browsers.
+            args=["--no-sandbox", "--host-resolver-rules=MAP *.localhost 127.0.0.1"],
+        )
+        yield browser
+        browser.close()
+        # Database work done while Playwright's loop runs has a connection of its own
+        # (Django keeps connections per context): close it, or the test database
+        # cannot be dropped at the end of the run.
+        connections.close_all()

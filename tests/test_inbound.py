@@ -8,6 +8,7 @@ from urllib.parse import urlparse
 
 import httpx
 import pytest
+from django.db import connection, transaction
 from django.test import Client
 from django.utils import timezone
 from django_tenants.utils import schema_context
@@ -34,8 +35,9 @@ def _number() -> str:
 
 
 @pytest.fixture
-def twilio_session(make_tenant):
+def twilio_session(make_tenant, twilio_standin):
     tenant = make_tenant()
+    twilio_standin.add_account(SID, TOKEN)  # session_create asks Twilio for the account
     session = session_create(
         tenant=tenant,
         name="Twilio",
@@ -270,6 +272,39 @@ def test_failed_status_keeps_twilios_error_code(twilio_session):
     assert (message.status, message.error_code) == ("failed", "63016")
 
 
+@pytest.mark.parametrize("status", ["undelivered", "failed"])
+def test_an_undelivered_or_failed_callback_makes_a_retryable_dead_letter(twilio_session, status):
+    from messaging.outbound import message_dead_letters, message_retry
+
+    # Given a message Twilio accepted
+    sid = "SM" + uuid.uuid4().hex
+    message = _sent_message(twilio_session, sid)
+
+    # When Twilio's status callback says it never reached the phone
+    response = _post(
+        None,
+        "/webhooks/twilio/status/",
+        _status_form(twilio_session, sid, status, ErrorCode="63016"),
+    )
+
+    # Then it is failed, with Twilio's code, and listed as a dead letter
+    assert response.status_code == 200
+    with schema_context(twilio_session.tenant.schema_name):
+        message.refresh_from_db()
+        assert (message.status, message.error_code, message.dead_letter) == (
+            "failed",
+            "63016",
+            True,
+        )
+        assert message.failed_at is not None
+        assert [m.pk for m in message_dead_letters()] == [message.pk]
+
+        # and retrying it queues the same message again for its sender
+        retried = message_retry(message=message)
+        assert (retried.status, retried.dead_letter, retried.pk) == ("queued", False, message.pk)
+        assert not message_dead_letters().exists()
+
+
 def test_status_callback_with_a_bad_signature_is_403(twilio_session):
     sid = "SM" + uuid.uuid4().hex
     _sent_message(twilio_session, sid)
@@ -344,16 +379,20 @@ def test_correctly_signed_but_malformed_bodies_never_500(twilio_session, fields,
 
 
 def _inbound(session, *, sender="+972501234567", text="Hello") -> Message:
-    result = inbound_receive(
-        session=session,
-        inbound=InboundMessage(
-            provider_message_id="X" + uuid.uuid4().hex,
-            chat=sender,
-            sender=sender,
-            timestamp=timezone.now(),
-            text=text,
-        ),
-    )
+    """Stored, without the after-commit hand-off to a worker: these tests route it here
+    (a worker routing it too would run the real flows, not the recorded ones)."""
+    with transaction.atomic():
+        result = inbound_receive(
+            session=session,
+            inbound=InboundMessage(
+                provider_message_id="X" + uuid.uuid4().hex,
+                chat=sender,
+                sender=sender,
+                timestamp=timezone.now(),
+                text=text,
+            ),
+        )
+        connection.run_on_commit.clear()
     return result.message
 
 
@@ -605,3 +644,55 @@ def test_the_fast_paths_celery_message_is_the_one_celery_sends(monkeypatch, twil
 
     assert queue == celery_queue
     assert comparable(payload) == comparable(celery_payload)
+
+
+def test_an_owners_pin_reaches_no_dashboard_and_no_webhook(make_tenant, settings):
+    from messaging.models import WebhookDelivery
+    from messaging.owner_menu.accounts import REDACTED
+    from messaging.routing import inbound_message_route
+    from messaging.webhooks import webhook_endpoint_create
+    from tests.test_outbound import GroupListener
+
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    owner, pin = "+972501111111", "4826"
+    session = session_create(
+        tenant=make_tenant(language="en"),
+        name="Main",
+        provider="sandbox",
+        owner_numbers=[owner],
+        customer_mode="ordering",
+    )
+    schema = session.tenant.schema_name
+    with schema_context(schema):
+        webhook_endpoint_create(url="http://127.0.0.1:9/hook", events=["message.new"])
+    listener = GroupListener(session.tenant)
+
+    # When the owner registers: hello, a name, then the PIN twice
+    texts = ["hi", "Dana", pin, pin]
+    messages = [_inbound(session, sender=owner, text=text) for text in texts]
+    with schema_context(schema):
+        for message in messages:
+            assert inbound_message_route(message_id=message.pk) == Route.OWNER
+
+    # Then every message was announced -- the PIN messages without the PIN
+    inbound_events = {
+        e["message"]["id"]: e["message"]["text"]
+        for e in listener.drain()
+        if e["type"] == "message.new" and e["message"]["direction"] == "in"
+    }
+    assert [inbound_events[str(m.public_id)] for m in messages] == [
+        "hi",
+        "Dana",
+        REDACTED,
+        REDACTED,
+    ]
+    with schema_context(schema):
+        payloads = {
+            d.payload["id"]: d.payload["text"]
+            for d in WebhookDelivery.objects.filter(event_type="message.new")
+            if d.payload["direction"] == "in"
+        }
+        assert [payloads[str(m.public_id)] for m in messages] == ["hi", "Dana", REDACTED, REDACTED]
+        assert not Message.objects.filter(text__contains=pin).exists()
+    # and no message the dashboards heard carries it
+    assert all(pin not in (e.get("message") or {}).get("text", "") for e in listener.events)

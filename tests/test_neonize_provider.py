@@ -4,7 +4,7 @@ registration and neonize's weak references are exercised too. Only the network s
 replaced: a client's handle on the Go library (`client._NewClient__client`) by FakeGo,
 which records calls and answers with serialised neonize protobufs. connect() itself runs
 for real: offline, the Go library fails to dial at once. Nothing here needs WhatsApp's
-servers, and the device store is a SQLite file (plus one test on PostgreSQL)."""
+servers, and the device store is a throwaway PostgreSQL database on the test server."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import ctypes
 import gc
 import io
 import logging
-import sqlite3
 import threading
 import time
 import uuid
@@ -274,13 +273,15 @@ def connected(connection, events):
 
 def add_device_row(store: str, jid: str) -> None:
     """A whatsmeow_device row (keys of the right lengths; never used to talk to anyone)."""
+    import psycopg
+
     nz.prepare_device_store(store)
-    with sqlite3.connect(store) as db:
+    with psycopg.connect(store) as db:
         db.execute(
             "INSERT INTO whatsmeow_device (jid, registration_id, noise_key, identity_key, "
             "signed_pre_key, signed_pre_key_id, signed_pre_key_sig, adv_key, adv_details, "
             "adv_account_sig, adv_account_sig_key, adv_device_sig, push_name) "
-            "VALUES (?, 1, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?)",
+            "VALUES (%s, 1, %s, %s, %s, 1, %s, %s, %s, %s, %s, %s, %s)",
             (jid, b"\1" * 32, b"\2" * 32, b"\3" * 32, b"\4" * 64, b"k", b"d", b"\5" * 64,
              b"\6" * 32, b"\7" * 64, "Pizza, Pasta & Co"),
         )  # fmt: skip
@@ -299,8 +300,8 @@ def text_event(text: str = "שלום, אני רוצה להזמין", **info) -> 
 
 
 @pytest.fixture
-def store(tmp_path) -> str:
-    return str(tmp_path / "neonize-store.db")
+def store(pg_store) -> str:
+    return pg_store
 
 
 # --- the connection's life: QR, pairing, connected ------------------------------------
@@ -1151,7 +1152,7 @@ def test_store_urls_per_call():
     finally:
         nz._STORE_SETTINGS.pop(store, None)
         nz._STORE_SETTINGS.pop(store + "&idle_session_timeout=5000", None)
-    assert nz.store_url_for_call("/tmp/neonize.db", "n") == "/tmp/neonize.db"  # SQLite
+    assert nz.store_url_for_call("/tmp/neonize.db", "n") == "/tmp/neonize.db"  # not a URL
     first, second = nz.store_application_name(), nz.store_application_name()
     assert first != second and len(first) < 64  # PostgreSQL keeps 63 characters
 

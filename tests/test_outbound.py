@@ -6,6 +6,7 @@ Limits are checked on a controllable clock (messaging.limits takes `now`, or its
 `clock`); humanisation's timing math is checked as pure functions.
 """
 
+import json
 import random
 import sys
 import threading
@@ -34,7 +35,7 @@ from messaging.humanize import (
     humanize_plan,
     typing_seconds,
 )
-from messaging.limits import OutboundLimits, limits_reserve
+from messaging.limits import OutboundLimits, limits_burst_reset, limits_reserve
 from messaging.models import Contact, Conversation, Message, MessagingSettings
 from messaging.outbound import (
     message_dead_letters,
@@ -42,6 +43,8 @@ from messaging.outbound import (
     message_send,
     outbound_live_check,
 )
+from messaging.outbound import message_deliver as deliver_service
+from sessions_app import outbox
 from sessions_app.models import DesiredState, SandboxMessage, Status, WhatsAppSession
 from sessions_app.providers.twilio_provider import IDEMPOTENCY_HEADER
 from sessions_app.services import session_create
@@ -242,6 +245,61 @@ def test_three_in_a_row_then_a_thirty_second_cooldown_for_that_recipient(scope):
     assert _reserve(scope, only, T0 + 33).allowed
 
 
+def test_a_message_from_the_recipient_ends_the_row(scope):
+    only = OutboundLimits(**{**NO_LIMITS.__dict__, "burst": 3, "burst_cooldown_seconds": 30})
+    assert all(_reserve(scope, only, T0 + i).allowed for i in (0, 1, 2))
+    assert not _reserve(scope, only, T0 + 3).allowed
+
+    # When the customer writes, then three answers go in a row again
+    limits_burst_reset(schema=scope.schema, recipient=CUSTOMER)
+
+    assert [_reserve(scope, only, T0 + 3 + i).allowed for i in (0, 1, 2)] == [True] * 3
+    assert _reserve(scope, only, T0 + 6).limit == "burst"  # and no more without an answer
+
+
+def test_a_reply_is_still_counted_by_the_per_minute_limits(scope):
+    only = OutboundLimits(
+        **{**NO_LIMITS.__dict__, "burst": 3, "burst_cooldown_seconds": 30,
+           "per_recipient_per_minute": 4}
+    )  # fmt: skip
+    for i in range(4):
+        assert _reserve(scope, only, T0 + i).allowed
+        limits_burst_reset(schema=scope.schema, recipient=CUSTOMER)  # they keep writing
+
+    fifth = _reserve(scope, only, T0 + 4)
+
+    assert not fifth.allowed and fifth.limit == "recipient"
+
+
+def test_routing_a_customers_message_ends_the_row_of_sends_to_them(make_tenant, settings):
+    from messaging.routing import inbound_message_route
+
+    settings.OUTBOUND_GLOBAL_PER_MINUTE = 0
+    tenant = make_tenant()
+    session = session_create(
+        tenant=tenant, name="Quiet", provider="sandbox", customer_mode="silent"
+    )
+    only = OutboundLimits(**{**NO_LIMITS.__dict__, "burst": 3, "burst_cooldown_seconds": 30})
+    scope = SimpleNamespace(schema=tenant.schema_name, session_id=session.pk)
+    now = limits.clock()
+    assert all(_reserve(scope, only, now).allowed for _ in range(3))
+    assert not _reserve(scope, only, now).allowed
+    with schema_context(tenant.schema_name):
+        contact, _ = Contact.objects.get_or_create(phone=CUSTOMER)
+        conversation, _ = Conversation.objects.get_or_create(contact=contact, session_id=session.pk)
+        message = Message.objects.create(
+            conversation=conversation,
+            session_id=session.pk,
+            direction=Message.Direction.INBOUND,
+            status=Message.Status.RECEIVED,
+            text="and the menu?",
+            provider_message_id=f"in-{uuid.uuid4().hex}",
+        )
+        assert inbound_message_route(message_id=message.pk) == "silent"
+
+    assert _reserve(scope, only, now).allowed
+
+
 def test_sends_spaced_by_the_cooldown_never_count_as_a_row(scope):
     only = OutboundLimits(**{**NO_LIMITS.__dict__, "burst": 3, "burst_cooldown_seconds": 30})
 
@@ -424,12 +482,15 @@ def test_send_stores_a_queued_message_and_hands_it_over_only_after_commit(make_t
     assert message.status == Message.Status.QUEUED and message.direction == "out"
     assert message.conversation.contact.phone == CUSTOMER
     assert message.idempotency_key
-    # and after commit it is in the session's outbox, with its ref, and announced
+    # and after commit it is in the session's outbox, with its ref (the first hand-off),
+    # and announced
     entries = redis_client().xrange(stream)
     assert len(entries) == 1
-    assert entries[0][1]["ref"] == (
-        f'{{"schema": "{tenant.schema_name}", "message_id": {message.pk}}}'
-    )
+    assert json.loads(entries[0][1]["ref"]) == {
+        "schema": tenant.schema_name,
+        "message_id": message.pk,
+        "hand": 1,
+    }
     assert listener.statuses_of(message) == [("message.new", "queued")]
 
 
@@ -653,6 +714,28 @@ def test_the_same_text_to_the_same_recipient_within_the_window_is_suppressed(twi
     assert [r.field("To") for r in twilio.requests()].count(f"whatsapp:{CUSTOMER}") == 2
 
 
+def test_the_same_text_goes_again_when_the_recipient_wrote_in_between(make_tenant):
+    tenant = make_tenant()
+    session = _sandbox(tenant)
+    first = _send(session, text="Our menu: pizza, salad")
+    with schema_context(tenant.schema_name):
+        # Given the customer wrote after the first copy (asking for the menu again)
+        Message.objects.create(
+            conversation=first.conversation,
+            session_id=session.pk,
+            direction=Message.Direction.INBOUND,
+            status=Message.Status.RECEIVED,
+            text="menu",
+            provider_message_id=f"in-{uuid.uuid4().hex}",
+        )
+    # When the same text is sent again, it is queued, not suppressed
+    second = _send(session, text="Our menu: pizza, salad")
+    assert second.status == "queued" and second.last_error == ""
+    # and a third, with no word from them since the second, is a duplicate again
+    third = _send(session, text="Our menu: pizza, salad")
+    assert third.status == "suppressed" and "duplicate" in third.last_error
+
+
 def test_an_opted_out_contact_gets_nothing(twilio):
     # Given a customer who wrote STOP
     with schema_context(twilio.schema):
@@ -674,6 +757,207 @@ def test_an_opted_out_contact_gets_nothing(twilio):
 
 
 # --- live sessions, through real runner processes ---------------------------------------
+
+
+# --- Twilio: a send accepted while nobody heard the answer is never sent again ---------
+
+
+@pytest.fixture
+def twilio_alone(make_tenant, twilio_standin):
+    """A Twilio session, and queued messages stored without a hand-off: the test itself
+    delivers them (no worker races it), as a worker's task would."""
+    tenant = make_tenant()
+    sid, token = twilio_standin.add_account()
+    session = session_create(
+        tenant=tenant,
+        name="Twilio",
+        provider="twilio",
+        twilio_account_sid=sid,
+        twilio_auth_token=token,
+        twilio_from_number=_number(),
+    )
+    session = WhatsAppSession.objects.select_related("tenant").get(pk=session.pk)
+    _settings(tenant, limits_enabled=False)
+
+    def queued(text: str, to: str = CUSTOMER) -> Message:
+        with schema_context(tenant.schema_name):
+            contact, _ = Contact.objects.get_or_create(phone=to)
+            conversation, _ = Conversation.objects.get_or_create(
+                contact=contact, session_id=session.pk
+            )
+            return Message.objects.create(
+                conversation=conversation,
+                session_id=session.pk,
+                direction=Message.Direction.OUTBOUND,
+                status=Message.Status.QUEUED,
+                text=text,
+                idempotency_key=f"msg-{uuid.uuid4().hex}",
+                next_attempt_at=timezone.now(),
+            )
+
+    def deliver(message: Message):
+        with schema_context(tenant.schema_name):
+            return deliver_service(message_id=message.pk)
+
+    def posts():
+        return [
+            r
+            for r in twilio_standin.requests_to(MESSAGES_PATH)
+            if sid in r.path and r.method == "POST"
+        ]
+
+    def lists():
+        return [
+            r
+            for r in twilio_standin.requests_to(MESSAGES_PATH)
+            if sid in r.path and r.method == "GET"
+        ]
+
+    return SimpleNamespace(
+        tenant=tenant,
+        schema=tenant.schema_name,
+        session=session,
+        standin=twilio_standin,
+        queued=queued,
+        deliver=deliver,
+        posts=posts,
+        lists=lists,
+    )
+
+
+class _CommitLost(Exception):
+    pass
+
+
+def _deliver_and_lose_the_commit(twilio_alone, message: Message) -> None:
+    """Deliver, then roll back everything the delivery wrote to PostgreSQL: what a
+    worker killed after Twilio's answer (or a database gone before the commit) leaves."""
+    with pytest.raises(_CommitLost), schema_context(twilio_alone.schema), transaction.atomic():
+        deliver_service(message_id=message.pk)
+        raise _CommitLost
+
+
+def test_a_send_twilio_accepted_but_never_recorded_is_recorded_not_sent_again(twilio_alone):
+    # Given a send Twilio accepted whose outcome never reached the database
+    message = twilio_alone.queued("Your order #7 is ready")
+    _deliver_and_lose_the_commit(twilio_alone, message)
+    assert len(twilio_alone.posts()) == 1
+    assert _reload(message, twilio_alone.schema).status == "queued"
+
+    # When the message is delivered again (a redelivered task, the sweep)
+    assert twilio_alone.deliver(message) is None
+
+    # Then Twilio was asked, not given it a second time, and its SID is recorded
+    assert len(twilio_alone.posts()) == 1
+    (question,) = twilio_alone.lists()
+    assert question.query["To"] == [f"whatsapp:{CUSTOMER}"]
+    assert question.query["From"] == [f"whatsapp:{twilio_alone.session.twilio_from_number}"]
+    assert "DateSent>" in question.query
+    sent = _reload(message, twilio_alone.schema)
+    created = [m for m in twilio_alone.standin.messages if m["body"] == "Your order #7 is ready"]
+    assert sent.status == "sent" and sent.provider_message_id == created[0]["sid"]
+    assert sent.attempts == 1
+    # and a third delivery does nothing at all
+    assert twilio_alone.deliver(message) is None
+    assert len(twilio_alone.posts()) == 1 and len(twilio_alone.lists()) == 1
+
+
+def test_an_unrecorded_attempt_twilio_never_accepted_is_sent_after_asking(twilio_alone):
+    # Given an attempt that died before Twilio accepted anything (Twilio refused it)
+    message = twilio_alone.queued("Table for two at eight")
+    twilio_alone.standin.fail_next(1, status=500)
+    _deliver_and_lose_the_commit(twilio_alone, message)
+    assert len(twilio_alone.posts()) == 1 and not twilio_alone.standin.messages
+
+    # When it is delivered again
+    assert twilio_alone.deliver(message) is None
+
+    # Then Twilio was asked, had nothing, and it was sent once
+    assert len(twilio_alone.lists()) == 1 and len(twilio_alone.posts()) == 2
+    sent = _reload(message, twilio_alone.schema)
+    assert sent.status == "sent"
+    assert sent.provider_message_id == twilio_alone.standin.messages[0]["sid"]
+
+
+def test_an_identical_message_recorded_earlier_is_not_taken_for_the_unrecorded_one(twilio_alone):
+    # Given the same text went to the same customer a moment ago, and was recorded
+    earlier = twilio_alone.queued("See you soon")
+    assert twilio_alone.deliver(earlier) is None
+    assert _reload(earlier, twilio_alone.schema).status == "sent"
+    # and a second identical message's attempt failed before Twilio had it, unrecorded
+    message = twilio_alone.queued("See you soon")
+    twilio_alone.standin.fail_next(1, status=503)
+    _deliver_and_lose_the_commit(twilio_alone, message)
+
+    # When it is delivered again
+    twilio_alone.deliver(message)
+
+    # Then Twilio listed the earlier one, which is not taken: the second is sent
+    assert len(twilio_alone.lists()) == 1 and len(twilio_alone.posts()) == 3
+    sent = _reload(message, twilio_alone.schema)
+    assert sent.status == "sent"
+    assert sent.provider_message_id != _reload(earlier, twilio_alone.schema).provider_message_id
+    assert len(twilio_alone.standin.messages) == 2
+
+
+def test_an_attempt_whose_failure_was_recorded_does_not_ask_twilio(twilio_alone):
+    # Given a first attempt refused by Twilio, and recorded as a retry
+    message = twilio_alone.queued("Your order is on its way")
+    twilio_alone.standin.fail_next(1, status=500)
+    assert twilio_alone.deliver(message) > 0
+    assert _reload(message, twilio_alone.schema).attempts == 1
+
+    # When the retry comes
+    assert twilio_alone.deliver(message) is None
+
+    # Then it is simply sent: nothing to ask
+    assert twilio_alone.lists() == []
+    assert _reload(message, twilio_alone.schema).status == "sent"
+
+
+def test_when_twilio_cannot_be_asked_the_unrecorded_send_waits_and_is_not_sent(twilio_alone):
+    message = twilio_alone.queued("Order #9 confirmed")
+    _deliver_and_lose_the_commit(twilio_alone, message)
+    twilio_alone.standin.fail_next(1, status=503)  # the list request fails
+
+    again_in = twilio_alone.deliver(message)
+
+    assert again_in is not None and again_in > 0
+    assert len(twilio_alone.posts()) == 1
+    assert _reload(message, twilio_alone.schema).status == "queued"
+    # and the next delivery, able to ask, records the accepted send
+    assert twilio_alone.deliver(message) is None
+    assert len(twilio_alone.posts()) == 1
+    assert _reload(message, twilio_alone.schema).status == "sent"
+
+
+def test_the_standin_lists_messages_by_to_from_and_date_in_pages_like_twilio(twilio_standin):
+    from twilio.rest import Client
+
+    from sessions_app.providers.twilio_provider import TwilioApiHttpClient
+
+    sid, token = twilio_standin.add_account()
+    client = Client(
+        sid, token, http_client=TwilioApiHttpClient(base_url=twilio_standin.base_url, timeout=5)
+    )
+    start = timezone.now().replace(microsecond=0)
+    for number in range(7):
+        client.messages.create(
+            to="whatsapp:+15550001", from_="whatsapp:+15550009", body=f"{number}"
+        )
+    client.messages.create(to="whatsapp:+15550002", from_="whatsapp:+15550009", body="other")
+
+    listed = client.messages.list(to="whatsapp:+15550001", date_sent_after=start, page_size=3)
+
+    assert [m.body for m in listed] == ["6", "5", "4", "3", "2", "1", "0"]  # newest first
+    pages = [r for r in twilio_standin.requests if r.method == "GET"]
+    assert len(pages) == 3  # 3 + 3 + 1
+    assert client.messages.list(from_="whatsapp:+15550009", to="whatsapp:+15550002")[0].body == (
+        "other"
+    )
+    later = start + timezone.timedelta(days=1)
+    assert client.messages.list(to="whatsapp:+15550001", date_sent_after=later) == []
+    assert len(client.messages.list(date_sent=start)) == 8
 
 
 @pytest.fixture
@@ -814,6 +1098,44 @@ def test_a_limited_live_send_waits_in_the_outbox_and_is_sent_later(make_tenant, 
     assert first.attempts == 1 and second.attempts == 1
     assert (second.sent_at - first.sent_at).total_seconds() >= 0.5
     assert SandboxMessage.objects.filter(session=session, direction="out").count() == 2
+
+
+def test_a_send_whose_runner_died_before_recording_it_is_recorded_and_not_sent_again(
+    make_tenant, start_runner
+):
+    # Given a queued live message that a runner read and sent, and then died before
+    # recording the send
+    tenant = make_tenant()
+    session = _sandbox(tenant, profile="instant", connected=True)
+    message = _send(session, text="Your table is ready")
+    (entry,) = outbox.outbox_read([session.pk], "dead-runner", block_ms=1000)
+    from sessions_app.providers.sandbox import sandbox_message_id
+
+    provider_id = sandbox_message_id(entry.idempotency_key)
+    SandboxMessage.objects.create(
+        session=session,
+        direction="out",
+        phone=CUSTOMER,
+        text="Your table is ready",
+        provider_message_id=provider_id,
+    )
+    outbox.outbox_mark_sent(entry, provider_id)
+
+    # When the next runner takes the session
+    runner = start_runner()
+    _connected(session, runner)
+
+    # Then the message is recorded as sent with the id it went out under, and it went
+    # out once
+    sent = _wait_status(message, tenant.schema_name, "sent", "delivered", "read", child=runner)
+    assert sent.provider_message_id == provider_id
+    assert SandboxMessage.objects.filter(session=session, direction="out").count() == 1
+    wait_until(
+        lambda: not redis_client().xlen(outbox.stream_key(session.pk)),
+        timeout=10,
+        what="the outbox entry dropped once recorded",
+        child=runner,
+    )
 
 
 def test_limits_hold_a_live_send_until_the_clock_moves_on(make_tenant, monkeypatch):

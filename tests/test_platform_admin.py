@@ -6,7 +6,7 @@ from django.test import Client
 from django_tenants.utils import schema_context
 
 from tenants.models import Tenant
-from tests.conftest import OWNER_PASSWORD
+from tests.conftest import OWNER_PASSWORD, tenant_drop
 
 User = get_user_model()
 
@@ -41,7 +41,7 @@ def test_operator_creates_a_tenant_with_its_owner_from_the_admin(operator):
         assert "Admin Pizza" in listing.content.decode()
     finally:
         for tenant in Tenant.objects.filter(slug="admin-pizza"):
-            tenant.delete(force_drop=True)
+            tenant_drop(tenant)
 
 
 def test_admin_form_shows_validation_errors_instead_of_creating(operator):

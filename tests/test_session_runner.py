@@ -419,3 +419,29 @@ def test_the_sessions_command_explains_mistakes(make_tenant):
     call_command("sessions", "create", "--tenant", tenant.slug, "--name", "Desk")
     with pytest.raises(CommandError, match="already have a session"):
         call_command("sessions", "create", "--tenant", tenant.slug, "--name", "Desk")
+
+
+def test_a_held_session_deleted_with_its_tenant_is_let_go_and_others_still_start(
+    make_tenant, start_runner
+):
+    # Given a runner holding a session whose tenant is then deleted
+    doomed_tenant, other = make_tenant(), make_tenant()
+    doomed = _sandbox(doomed_tenant)
+    _, runner = start_runner()
+    session_start(session=doomed)
+    wait_until(lambda: _status(doomed) == Status.WAIT_QR, timeout=30, what="WAIT_QR", child=runner)
+    type(doomed_tenant).objects.filter(pk=doomed_tenant.pk).delete()  # rows only, cascading
+
+    # When another tenant's session is started
+    session = _sandbox(other)
+    session_start(session=session)
+
+    # Then the runner lets the deleted one go and starts the new one
+    wait_until(lambda: _status(session) == Status.WAIT_QR, timeout=30, what="WAIT_QR", child=runner)
+    wait_until(
+        lambda: leases.lease_owner(doomed.pk) is None,
+        timeout=15,
+        what="the lease released",
+        child=runner,
+    )
+    assert "tick failed" not in runner.output()

@@ -64,7 +64,8 @@ def test_owner_numbers_are_stored_in_e164(make_tenant):
     assert session.owner_numbers == ["+14155550100", "+972501234567"]
 
 
-def test_credentials_are_encrypted_at_rest_and_masked_in_repr(make_tenant):
+def test_credentials_are_encrypted_at_rest_and_masked_in_repr(make_tenant, twilio_standin):
+    twilio_standin.add_account(SID, TOKEN)
     session = session_create(
         tenant=make_tenant(),
         name="Twilio",
@@ -88,7 +89,8 @@ def test_credentials_are_encrypted_at_rest_and_masked_in_repr(make_tenant):
     assert TOKEN not in repr(fresh.__dict__)
 
 
-def test_encryption_rotate_reencrypts_with_the_newest_key(make_tenant, settings):
+def test_encryption_rotate_reencrypts_with_the_newest_key(make_tenant, settings, twilio_standin):
+    twilio_standin.add_account(SID, TOKEN)
     session = session_create(
         tenant=make_tenant(),
         name="Twilio",

@@ -21,12 +21,22 @@ def _django_check(env: dict) -> subprocess.CompletedProcess:
 
 
 def test_production_refuses_to_start_without_its_secrets():
-    env = {k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "FIELD_ENCRYPTION_KEYS"}}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"SECRET_KEY", "FIELD_ENCRYPTION_KEYS", "METRICS_TOKEN"}
+    }
     env["APP_ENV"] = "production"
     result = _django_check(env)
     assert result.returncode != 0
     assert "Production refuses to start without" in result.stderr
-    for name in ("SECRET_KEY", "FIELD_ENCRYPTION_KEYS", "BASE_DOMAIN", "PUBLIC_URL"):
+    for name in (
+        "SECRET_KEY",
+        "FIELD_ENCRYPTION_KEYS",
+        "BASE_DOMAIN",
+        "PUBLIC_URL",
+        "METRICS_TOKEN",
+    ):
         assert name in result.stderr
 
 
@@ -38,6 +48,7 @@ def test_production_starts_with_its_secrets_and_turns_debug_off():
         "FIELD_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
         "BASE_DOMAIN": "wa.example.com",
         "PUBLIC_URL": "https://wa.example.com",
+        "METRICS_TOKEN": "m" * 32,
     }
     result = subprocess.run(
         [sys.executable, "-c",
@@ -59,10 +70,11 @@ def test_production_refuses_development_secrets_and_debug():
         "BASE_DOMAIN": "wa.example.com",
         "PUBLIC_URL": "https://wa.example.com",
         "DEBUG": "true",
+        "METRICS_TOKEN": "dev-metrics-token",
     }
     result = _django_check(env)
     assert result.returncode != 0
-    for problem in ("SECRET_KEY must be", "Fernet key", "DEBUG must be off"):
+    for problem in ("SECRET_KEY must be", "Fernet key", "DEBUG must be off", "METRICS_TOKEN must"):
         assert problem in result.stderr
 
 
@@ -85,7 +97,7 @@ def test_log_lines_carry_the_tenant_schema(make_tenant):
     tenant = make_tenant()
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(logging.Formatter(settings.LOGGING["formatters"]["tenant"]["format"]))
+    handler.setFormatter(logging.Formatter(settings.LOGGING["formatters"]["text"]["format"]))
     handler.addFilter(TenantContextFilter())
     logger = logging.getLogger("tests.schema")
     logger.addHandler(handler)

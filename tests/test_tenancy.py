@@ -10,11 +10,14 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django_tenants.utils import schema_context, schema_exists
 
+from tenants.host_cache import tenant_for_host
 from tenants.models import Domain, Tenant
-from tenants.services import NewTenant, tenant_create, tenant_suspend
+from tenants.services import NewTenant, tenant_create, tenant_reactivate, tenant_suspend
 from tests.conftest import (
     OWNER_PASSWORD,
     ROOT,
@@ -175,6 +178,28 @@ def test_suspended_tenant_dashboard_api_and_webhooks_refuse_clearly(make_tenant)
         response = client.post(path, data={})
         assert response.status_code == 403
         assert response.json()["error"]["code"] == "tenant_suspended"
+
+
+def test_the_host_is_looked_up_once_and_a_suspension_still_applies_at_once(make_tenant):
+    # Given a tenant whose login page was served once
+    tenant = make_tenant(name="Cached Kebab")
+    client = Client(HTTP_HOST=host_of(tenant))
+    assert client.get("/login/").status_code == 200
+
+    # When it is served again, the host's tenant comes from the process's cache
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get("/login/").status_code == 200
+    assert not [q for q in queries.captured_queries if "tenants_domain" in q["sql"]]
+
+    # Then a suspension and a reactivation still take effect at once in this process
+    tenant_suspend(tenant=tenant, reason="unpaid")
+    assert client.get("/login/").status_code == 403
+    tenant_reactivate(tenant=tenant)
+    assert client.get("/login/").status_code == 200
+    # and each caller gets a copy: changing one request's tenant changes no other's
+    first = tenant_for_host(host_of(tenant))
+    first.name = "Changed in one request"
+    assert tenant_for_host(host_of(tenant)).name == "Cached Kebab"
 
 
 def test_active_tenant_login_page_renders(make_tenant):

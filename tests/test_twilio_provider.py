@@ -62,7 +62,10 @@ def make_twilio_session(make_tenant, standin):
             twilio_auth_token=token or auth_token,
             twilio_from_number=_sender_number() if with_number else "",
             twilio_messaging_service_sid=messaging_service_sid,
+            check_credentials=not token,  # a wrong token on purpose: Twilio would refuse it
         )
+        with standin._lock:  # tests count their own requests, not the creation's check
+            standin.requests.clear()
         return WhatsAppSession.objects.get(pk=session.pk)
 
     return make
@@ -370,6 +373,7 @@ def test_auth_token_appears_in_no_error_repr_or_log_line(make_twilio_session, st
     session = make_twilio_session()
     token = _token(session)
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="twilio.http_client")  # WARNING in settings
     provider = TwilioProvider(session)
     errors = []
 

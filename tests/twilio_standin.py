@@ -3,6 +3,12 @@
 It answers the few endpoints the Twilio provider uses, like Twilio does:
 
 - POST /2010-04-01/Accounts/{AccountSid}/Messages.json  -> 201 and a Message resource;
+- GET  /2010-04-01/Accounts/{AccountSid}/Messages.json  -> 200 and a page of the account's
+  messages, newest first, filtered by To, From, DateSent, DateSent< and DateSent> (which
+  reads "on or after": the SDK's `DateSent>` key and `=` make Twilio's `DateSent>=`),
+  PageSize (default 50, at most 1000) and Page/PageToken, with Twilio's paging fields
+  (next_page_uri and the rest). The stand-in hands every message over at once, so its
+  date_sent is the time it was accepted (Twilio sets it once the message leaves);
 - GET  /2010-04-01/Accounts/{AccountSid}.json           -> 200 and the Account resource;
 - GET  /2010-04-01/Accounts/{AccountSid}/Messages/{MessageSid}/Media/{MediaSid}
                                                          -> the media bytes (inbound media).
@@ -31,9 +37,10 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from email.utils import formatdate
+from datetime import UTC, datetime
+from email.utils import formatdate, parsedate_to_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 
@@ -274,6 +281,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(200, self._account(account_sid, token))
         elif self.command == "POST" and rest == "/Messages.json":
             self._create_message(account_sid, form)
+        elif self.command == "GET" and rest == "/Messages.json":
+            self._list_messages(account_sid, parts.path, parse_qs(parts.query))
         elif self.command == "GET" and _MEDIA.match(rest):
             self._media(parts.path)
         else:
@@ -322,7 +331,7 @@ class _Handler(BaseHTTPRequestHandler):
             "api_version": API_VERSION,
             "body": first("Body") or "",
             "date_created": now,
-            "date_sent": None,
+            "date_sent": None,  # as Twilio answers a create: not sent yet
             "date_updated": now,
             "direction": "outbound-api",
             "error_code": None,
@@ -341,9 +350,70 @@ class _Handler(BaseHTTPRequestHandler):
             "to": to,
             "uri": f"/{API_VERSION}/Accounts/{account_sid}/Messages/{sid}.json",
         }
-        with self.standin._lock:
-            self.standin.messages.append(body)
+        with self.standin._lock:  # handed over at once (see the module's docstring)
+            self.standin.messages.append({**body, "date_sent": now})
         self._send_json(201, body)
+
+    def _list_messages(self, account_sid: str, path: str, query: dict[str, list[str]]) -> None:
+        def first(name: str) -> str | None:
+            values = query.get(name)
+            return values[-1] if values else None
+
+        try:
+            on = _filter_time(first("DateSent"))
+            before = _filter_time(first("DateSent<"))
+            after = _filter_time(first("DateSent>"))
+            size = min(1000, max(1, int(first("PageSize") or 50)))
+            page = max(0, int(first("Page") or 0))
+        except ValueError as error:
+            self._send_error(400, 20001, f"Invalid parameter: {error}")
+            return
+        to, sender = first("To"), first("From")
+        with self.standin._lock:
+            found = [m for m in self.standin.messages if m["account_sid"] == account_sid]
+        found.reverse()  # newest first
+
+        def wanted(message: dict) -> bool:
+            if to is not None and message["to"] != to:
+                return False
+            if sender is not None and message["from"] != sender:
+                return False
+            sent = message["date_sent"] and parsedate_to_datetime(message["date_sent"])
+            if on is not None and (not sent or sent.date() != on.date()):
+                return False
+            if before is not None and (not sent or sent > before):
+                return False
+            return not (after is not None and (not sent or sent < after))
+
+        found = [m for m in found if wanted(m)]
+        # PageToken is opaque at Twilio; here it is "PA" and the index of the page's first
+        # message, which is also what Page and PageSize give.
+        token = first("PageToken")
+        start = int(token[2:]) if token and token[2:].isdigit() else page * size
+        chunk = found[start : start + size]
+        filters = {k: v[-1] for k, v in query.items() if k not in ("Page", "PageToken")}
+        filters["PageSize"] = str(size)
+
+        def uri(number: int) -> str:
+            params = {**filters, "Page": str(number), "PageToken": f"PA{number * size}"}
+            return f"{path}?{urlencode(params)}"
+
+        number = start // size
+        more = start + size < len(found)
+        self._send_json(
+            200,
+            {
+                "messages": chunk,
+                "page": number,
+                "page_size": size,
+                "start": start,
+                "end": start + max(0, len(chunk) - 1),
+                "uri": uri(number),
+                "first_page_uri": uri(0),
+                "next_page_uri": uri(number + 1) if more else None,
+                "previous_page_uri": uri(number - 1) if number > 0 else None,
+            },
+        )
 
     def _media(self, path: str) -> None:
         with self.standin._lock:
@@ -361,6 +431,18 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = _handle
     do_POST = _handle
     do_DELETE = _handle
+
+
+def _filter_time(value: str | None) -> datetime | None:
+    """A DateSent filter's value: YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ (GMT)."""
+    if not value:
+        return None
+    for pattern in ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%d"):
+        try:
+            return datetime.strptime(value, pattern).replace(tzinfo=UTC)
+        except ValueError:
+            continue
+    raise ValueError(f"{value!r} is not a date")
 
 
 _shared: TwilioStandin | None = None

@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import re
 import threading
 from collections.abc import Callable, Mapping
@@ -225,14 +226,36 @@ def _idempotency_value(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+class _EnvironmentOnceSession(requests.Session):
+    """A requests Session that reads the environment's proxy and CA settings
+    (HTTPS_PROXY, NO_PROXY, REQUESTS_CA_BUNDLE...) once per scheme and host, not for every
+    request: requests walks the whole of os.environ twice a request to find them, a
+    noticeable part of a busy sender's CPU. The environment does not change while a
+    process runs."""
+
+    def __init__(self):
+        super().__init__()
+        self._environment_settings: dict[tuple, dict] = {}
+
+    def merge_environment_settings(self, url, proxies, stream, verify, cert):
+        parts = urlsplit(url)
+        key = (parts.scheme, parts.netloc, repr(proxies), stream, verify, cert)
+        merged = self._environment_settings.get(key)
+        if merged is None:
+            merged = super().merge_environment_settings(url, proxies, stream, verify, cert)
+            self._environment_settings[key] = merged
+        return {**merged, "proxies": dict(merged["proxies"])}
+
+
 class TwilioApiHttpClient(TwilioHttpClient):
-    """The SDK's own HTTP client (requests), with three additions:
+    """The SDK's own HTTP client (requests), with four additions:
 
     - with a base URL, requests for `*.twilio.com` go to it instead (scheme, host and an
       optional path prefix are swapped; the path, form, auth and headers are the SDK's);
     - the idempotency token of the send in progress travels as a header;
     - the last answer's headers are kept per thread (the SDK's exceptions drop them, and
-      a 429's Retry-After is in them).
+      a 429's Retry-After is in them);
+    - the environment's proxy settings are read once per host (`_EnvironmentOnceSession`).
     """
 
     def __init__(self, *, base_url: str = "", secrets: tuple[str, ...] = (), timeout: float):
@@ -240,6 +263,9 @@ class TwilioApiHttpClient(TwilioHttpClient):
             timeout=timeout,
             logger=_RedactingLogger(logging.getLogger("twilio.http_client"), secrets),
         )
+        self.session = _EnvironmentOnceSession()  # mounted as the SDK mounts its own
+        pool_size = min(32, (os.cpu_count() or 1) + 4)
+        self.session.mount("https://", requests.adapters.HTTPAdapter(pool_maxsize=pool_size))
         self.base_url = base_url
         self._base = urlsplit(base_url) if base_url else None
         self._last = threading.local()
@@ -360,6 +386,31 @@ def _sdk_error(
 _CAUGHT = (TwilioException, requests.RequestException)
 
 
+def _page_error(error: Exception, secrets: tuple[str, ...]) -> ProviderError | None:
+    """A list page Twilio refused: the SDK raises a bare TwilioException("Unable to fetch
+    page", response) for it."""
+    if type(error) is not TwilioException or len(error.args) < 2:
+        return None
+    response = error.args[1]
+    status = getattr(response, "status_code", None)
+    if not isinstance(status, int):
+        return None
+    code, detail = None, ""
+    try:
+        body = json.loads(response.text or "{}")
+        code, detail = _twilio_code(body.get("code")), str(body.get("message") or "")
+    except (ValueError, AttributeError):
+        pass
+    headers = getattr(response, "headers", None) or {}
+    return _provider_error(
+        status=status,
+        code=code,
+        detail=detail or "Unable to fetch page",
+        retry_after=_retry_after_seconds(headers.get("Retry-After")),
+        secrets=secrets,
+    )
+
+
 def twilio_status_callback_url() -> str:
     return settings.PUBLIC_URL.rstrip("/") + STATUS_CALLBACK_PATH
 
@@ -428,6 +479,51 @@ class TwilioProvider(Provider):
             _idempotency_token.reset(token)
         logger.info("twilio session %s: sent %s as %s", self.session_id, message.kind, created.sid)
         return SendResult(provider_message_id=created.sid)
+
+    def sent_matching(
+        self, message: OutboundMessage, *, since: datetime, limit: int = 200
+    ) -> list[str]:
+        """The SIDs of the messages Twilio accepted from this session's sender to the
+        message's recipient, sent at or after `since`, that look like `message` (the same
+        body; a content template's body is Twilio's rendering, so any body) -- oldest
+        first. Asked before sending again a message whose earlier attempt may have been
+        accepted without anyone hearing the answer (messaging/send_marks.py).
+
+        Through the SDK's message list: To, From and DateSent>= filter at Twilio, paged
+        (at most `limit` messages looked at, newest first). A message Twilio still holds
+        in its queue has no DateSent yet and is not listed. ProviderError (RetryLater or
+        NeverRetry) when Twilio cannot be asked."""
+        params = self._create_params(message)
+        filters: dict = {"to": params["to"], "date_sent_after": since}
+        if "from_" in params:
+            filters["from_"] = params["from_"]
+        body = params.get("body")
+        found = []
+        try:
+            for item in self._client.messages.stream(**filters, limit=limit, page_size=50):
+                if item.direction and not str(item.direction).startswith("outbound"):
+                    continue
+                if body is not None and "content_sid" not in params and item.body != body:
+                    continue
+                if "from_" not in params and item.messaging_service_sid != (
+                    self.messaging_service_sid
+                ):
+                    continue
+                found.append(item.sid)
+        except _CAUGHT as error:
+            problem = _page_error(error, self._secrets) or _sdk_error(
+                error, http=self._http, secrets=self._secrets, timeout=self.timeout
+            )
+            logger.warning(
+                "twilio session %s: message list failed (%s, code %s): %s",
+                self.session_id,
+                type(problem).__name__,
+                problem.code,
+                problem,
+            )
+            raise problem from error
+        found.reverse()
+        return found
 
     def _create_params(self, message: OutboundMessage) -> dict:
         if not (self.from_number or self.messaging_service_sid):

@@ -1,0 +1,1 @@
+"""The REST API's plumbing: keys, scopes, errors, rate limit, pagination, schema, URLs."""
