@@ -1,7 +1,9 @@
 """Rating prompts and answers.
 
 - `rating_prompts_send()` (the beat job, per tenant): every DELIVERED order whose
-  tenant's delay has passed and that was never prompted gets one prompt. Rows are claimed
+  tenant's delay has passed and that was never prompted gets one prompt -- never within
+  `DELIVERED_MESSAGE_FIRST` of delivery, even with a delay of 0 minutes, so the
+  "delivered" message (queued right after the transition commits) goes out first. Rows are claimed
   with a row lock (SKIP LOCKED) and marked in the same transaction as the send, whose
   idempotency key is per order: running the job twice, or twice at once, prompts once.
   A Twilio session outside WhatsApp's 24-hour window (no customer message for 24 hours)
@@ -30,6 +32,7 @@ logger = logging.getLogger(__name__)
 ANSWER_WINDOW = timedelta(hours=24)
 WHATSAPP_WINDOW = timedelta(hours=24)
 BATCH = 200
+DELIVERED_MESSAGE_FIRST = timedelta(seconds=10)
 
 
 def rating_prompt_text(order: Order) -> str:
@@ -83,7 +86,8 @@ def rating_prompts_send(*, now=None) -> int:
 
     now = now or timezone.now()
     settings = OrderSettings.current()
-    due_before = now - timedelta(minutes=settings.rating_delay_minutes)
+    delay = max(timedelta(minutes=settings.rating_delay_minutes), DELIVERED_MESSAGE_FIRST)
+    due_before = now - delay
     handled = 0
     with transaction.atomic():
         orders = list(

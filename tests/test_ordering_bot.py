@@ -414,6 +414,21 @@ def test_the_rating_prompt_waits_for_the_delay_and_is_sent_once(shop):
     assert Order.objects.get(pk=due.pk).rating_prompt == "sent"
 
 
+def test_with_no_delay_the_prompt_still_follows_the_delivered_message(shop):
+    OrderSettings.objects.update_or_create(pk=1, defaults={"rating_delay_minutes": 0})
+    order = _delivered(shop, minutes_ago=0)
+
+    assert rating_prompts_send() == 0
+    assert rating_prompts_send(now=timezone.now() + timedelta(seconds=11)) == 1
+    texts = Message.objects.filter(conversation__contact__phone=CUSTOMER).order_by("id")
+    assert [t.text.split("!")[0] for t in texts] == [
+        f"Order #{order.number} is confirmed. Thank you",
+        f"Order #{order.number} is being prepared.",
+        f"Order #{order.number} is ready for pickup. Enjoy",
+        f"How was order #{order.number}? Reply with a number from 1 (bad) to 5 (excellent).",
+    ]
+
+
 def test_a_reply_of_five_stars_rates_the_order_and_gets_the_promo(shop):
     OrderSettings.objects.update_or_create(pk=1, defaults={"promo_text": "Next time 10% off!"})
     order = _delivered(shop)

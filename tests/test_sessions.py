@@ -150,8 +150,10 @@ def test_alert_emails_the_tenants_owners(make_tenant, settings):
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
     tenant = make_tenant()
     session = session_create(tenant=tenant, name="Main", provider="sandbox")
-    session_status_set(
-        session_id=session.pk, status=Status.LOGGED_OUT, reason="Unlinked on the phone"
+    # Straight to the database: session_status_set would also queue this alert, and
+    # a test run's Celery worker could claim the incident before this call does.
+    WhatsAppSession.objects.filter(pk=session.pk).update(
+        status=Status.LOGGED_OUT, last_disconnect_reason="Unlinked on the phone"
     )
 
     assert session_alert_send(session_id=session.pk) == 1
