@@ -170,6 +170,14 @@ _database["ENGINE"] = "django_tenants.postgresql_backend"
 _database["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=0)
 _database["CONN_HEALTH_CHECKS"] = True
 _database.setdefault("OPTIONS", {})["connect_timeout"] = 5
+# Prepared statements: psycopg binds parameters on the server and prepares a query the
+# second time a connection runs it, so PostgreSQL parses and plans the hot queries (the
+# Twilio sender's, the API's) once per connection instead of every time; a third of the
+# database's CPU per sent message. A switch of tenant (search_path) makes PostgreSQL
+# re-plan, never reuse another schema's plan. Turn off behind a PgBouncer in transaction
+# mode older than 1.21 (prepared statements are per server connection).
+if env.bool("DATABASE_PREPARED_STATEMENTS", default=True):
+    _database["OPTIONS"].update(server_side_binding=True, prepare_threshold=2)
 _database["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME", default=f"test_{_database['NAME']}")}
 DATABASES = {"default": _database}
 

@@ -22,6 +22,7 @@ from messaging.models import (
     WebhookEndpoint,
 )
 from orders.models import MenuItem, Order
+from orders.selectors import tenant_timezone
 from orders.services import menu_item_create, order_create, order_transition
 from sessions_app.models import SessionCommand, Status, WhatsAppSession
 from sessions_app.services import session_create, session_qr_set
@@ -718,12 +719,13 @@ def order(tenant):
         return Order.objects.get(pk=made.pk)
 
 
-def test_orders_list_filter_and_get(api, order):
+def test_orders_list_filter_and_get(api, tenant, order):
     listed = api.get("/api/v1/orders").json()["results"]
     assert [o["number"] for o in listed] == [order.number]
     assert listed[0]["total_minor"] == 9000 and listed[0]["status"] == "CONFIRMED"
     assert api.get("/api/v1/orders", status="PREPARING").json()["results"] == []
-    today = timezone.localdate().isoformat()
+    # the tenant's day (Asia/Jerusalem by default), not the server's (UTC)
+    today = timezone.localdate(timezone=tenant_timezone(tenant.timezone)).isoformat()
     assert len(api.get("/api/v1/orders", date=today).json()["results"]) == 1
     assert api.get("/api/v1/orders", date="2001-01-01").json()["results"] == []
     assert_error(api.get("/api/v1/orders", date="yesterday"), 400, "validation_error")

@@ -51,6 +51,30 @@ def test_rows_written_in_one_tenant_are_invisible_from_the_other(make_tenant):
         }
 
 
+def test_a_prepared_statement_never_answers_from_another_tenants_schema(make_tenant):
+    # Prepared statements are on (config/settings.py): the same query, run many times on
+    # one connection while it switches between tenants, is prepared once...
+    assert connection.settings_dict["OPTIONS"].get("prepare_threshold") is not None
+    pizza, sushi = make_tenant(), make_tenant()
+    with schema_context(pizza.schema_name):
+        User.objects.create_user(email="cook@pizza.example.com", password=OWNER_PASSWORD)
+    expected = {
+        pizza.schema_name: {f"owner@{pizza.slug}.example.com", "cook@pizza.example.com"},
+        sushi.schema_name: {f"owner@{sushi.slug}.example.com"},
+    }
+    with connection.cursor():
+        pid = connection.connection.info.backend_pid
+    for _ in range(5):
+        for schema, emails in expected.items():
+            with schema_context(schema):
+                assert set(User.objects.values_list("email", flat=True)) == emails
+    # ...and each run answered from the schema of the moment, on that one connection.
+    with connection.cursor() as cursor:
+        assert connection.connection.info.backend_pid == pid
+        cursor.execute("SELECT count(*) FROM pg_prepared_statements")
+        assert cursor.fetchone()[0] > 0
+
+
 def test_tenant_create_makes_schema_domain_and_owner(make_tenant):
     tenant = make_tenant(name="Pizza Roma", timezone="Europe/Rome", language="en")
 
