@@ -38,7 +38,7 @@ CONFIGURATIONS = (
     ("prefork", 4, 60, 1, 1),
     ("threads", 8, 60, 1, 1),
     ("threads", 8, 60, 4, 1),
-    ("threads", 8, 60, 4, 2),
+    ("threads", 4, 60, 4, 2),
 )
 REDIS_DB = 12  # a database of its own: other benchmarks use 3, 6 and 8, tests low ones
 ROOT = Path(__file__).resolve().parent.parent
