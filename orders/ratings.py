@@ -3,9 +3,10 @@
 - `rating_prompts_send()` (the beat job, per tenant): every DELIVERED order whose
   tenant's delay has passed and that was never prompted gets one prompt -- never within
   `DELIVERED_MESSAGE_FIRST` of delivery, even with a delay of 0 minutes, so the
-  "delivered" message (queued right after the transition commits) goes out first. Rows are claimed
-  with a row lock (SKIP LOCKED) and marked in the same transaction as the send, whose
-  idempotency key is per order: running the job twice, or twice at once, prompts once.
+  "delivered" message (queued right after the transition commits) goes out first. Rows
+  are claimed with a row lock (SKIP LOCKED) and marked in the same transaction as the
+  send, whose idempotency key is per order: running the job twice, or twice at once,
+  prompts once.
   A Twilio session outside WhatsApp's 24-hour window (no customer message for 24 hours)
   sends the tenant's content template, or marks the prompt `skipped` without one.
 - `rating_prompts_expire()`: a prompt unanswered for 24 hours is `expired`, never repeated.

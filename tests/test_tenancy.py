@@ -71,8 +71,11 @@ def test_a_prepared_statement_never_answers_from_another_tenants_schema(make_ten
     # ...and each run answered from the schema of the moment, on that one connection.
     with connection.cursor() as cursor:
         assert connection.connection.info.backend_pid == pid
-        cursor.execute("SELECT count(*) FROM pg_prepared_statements")
-        assert cursor.fetchone()[0] > 0
+        cursor.execute(
+            "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s",
+            ['SELECT "dashboard_user"."email"%FROM "dashboard_user"'],
+        )
+        assert cursor.fetchone()[0] >= 1
 
 
 def test_tenant_create_makes_schema_domain_and_owner(make_tenant):
@@ -352,7 +355,7 @@ def test_a_pooled_connection_never_serves_one_tenant_in_anothers_schema(
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
             [connection_name],
         )
-        assert cursor.fetchone()[0] == 1
+        assert cursor.fetchone()[0] >= 1
 
 
 def test_a_database_error_while_resolving_the_tenant_is_a_503_never_a_500(make_tenant, monkeypatch):
