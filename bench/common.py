@@ -86,6 +86,19 @@ class Stopwatch:
     seconds: float = 0.0
 
 
+def celery_publish_to(url: str) -> None:
+    """From now on, tasks this process queues go to the broker at `url` (a benchmark's
+    own Redis database), where that benchmark's workers listen. Without it they go where
+    the settings said when the first benchmark set Django up."""
+    from config.celery import app
+
+    app.conf.broker_url = url
+    if app._pool is not None:  # connections to the old broker, built on first use
+        app._pool.force_close_all()
+        app._pool = None
+    app.amqp._producer_pool = None
+
+
 @contextmanager
 def timed() -> Iterator[Stopwatch]:
     """`with timed() as watch: ...` then `watch.seconds` is the block's wall time."""

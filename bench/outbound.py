@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from bench.common import Figure, fresh_database, process_tree_cpu_seconds
+from bench.common import Figure, celery_publish_to, fresh_database, process_tree_cpu_seconds
 
 MESSAGES = int(os.environ.get("BENCH_OUTBOUND_MESSAGES", "2000"))
 RECIPIENTS = 200
@@ -182,6 +182,7 @@ def run() -> list[Figure]:
     from django_tenants.utils import schema_context
 
     settings.REDIS_URL = os.environ["REDIS_URL"]  # and for this one (set up already)
+    celery_publish_to(settings.REDIS_URL)  # message_send's hand-offs, to those workers
     from config.redis_client import redis_client
     from messaging.models import MessagingSettings
     from sessions_app.models import WhatsAppSession
