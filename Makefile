@@ -31,8 +31,9 @@ format: install
 test: lint
 	$(PY) -m config.embedded --redis-db 1 -- $(PY) -m tests.run_shards $(PYTEST_ARGS)
 
+# BENCH="outbound api_messages" runs only those benchmarks (names: bench/__main__.py).
 bench: install
-	$(PY) -m config.embedded -- $(PY) -m bench
+	$(PY) -m config.embedded -- $(PY) -m bench $(BENCH)
 
 # Removes the embedded servers' data (the demo tenant, messages...): asks first.
 clean-data:

@@ -1,6 +1,8 @@
 """`make bench`: run every benchmark in order, then print all their figures as one table.
 
 A benchmark is a function returning a list of `Figure`s; add a new one to BENCHMARKS.
+`python -m bench outbound api_messages` (or `make bench BENCH="outbound api_messages"`)
+runs only those.
 Targets are printed next to the figures, never asserted: the exit code is 1 only when a
 benchmark crashed.
 """
@@ -50,10 +52,18 @@ def print_table(rows: list[tuple[str, str, str, str]]) -> None:
             print("-+-".join("-" * width for width in widths))
 
 
-def main() -> int:
+def main(names: list[str] | None = None) -> int:
+    """Run the benchmarks called `names` (all of them when empty), in BENCHMARKS' order."""
+    known = [name for name, _ in BENCHMARKS]
+    unknown = sorted(set(names or []) - set(known))
+    if unknown:
+        print(f"Unknown: {', '.join(unknown)}. Benchmarks: {', '.join(known)}", file=sys.stderr)
+        return 2
     rows: list[tuple[str, str, str, str]] = []
     crashed = []
     for name, benchmark in BENCHMARKS:
+        if names and name not in names:
+            continue
         print(f"== {name}", flush=True)
         try:
             figures = benchmark()
@@ -71,4 +81,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
