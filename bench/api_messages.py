@@ -37,10 +37,16 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 from bench.asgi_servers import _free_port, _read_response, _stop
-from bench.common import Figure, fresh_database, percentile, process_tree_cpu_seconds
+from bench.common import (
+    Figure,
+    fresh_database,
+    health_answers,
+    percentile,
+    process_tree_cpu_seconds,
+    redis_database_url,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_DB = 15
@@ -53,11 +59,6 @@ CONNECTIONS = 16  # kept open by the load process; a request waits for a free on
 START_TIMEOUT_SECONDS = 30.0
 BACKLOG_SECONDS = 2.0  # answers owed for longer than this much schedule: stop sending
 TARGET_P95 = "< 50 ms"
-
-
-def _bench_redis_url() -> str:
-    parts = urlsplit(os.environ["REDIS_URL"])
-    return urlunsplit(parts._replace(path=f"/{REDIS_DB}"))
 
 
 def _requests(host: str, key: str, session_id: str, count: int, tag: str) -> list[bytes]:
@@ -124,20 +125,6 @@ def _load(port: int, requests: list[bytes], rate: float) -> dict:
     return asyncio.run(_open_loop(port, requests, rate))
 
 
-def _answers(port: int, host: str) -> bool:
-    import http.client
-
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        conn.request("GET", "/health/", headers={"Host": host})
-        conn.getresponse().read()
-        return True
-    except OSError:
-        return False
-    finally:
-        conn.close()
-
-
 def _start(port: int, host: str, log, workers: int) -> subprocess.Popen:
     redis_url = os.environ["REDIS_URL"]
     env = {
@@ -153,7 +140,7 @@ def _start(port: int, host: str, log, workers: int) -> subprocess.Popen:
                "--no-access-log", "--workers", str(workers), "--port", str(port)]  # fmt: skip
     server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
-    while not _answers(port, host):
+    while not health_answers(port, host):
         if server.poll() is not None or time.monotonic() > deadline:
             _stop(server)
             log.seek(0)
@@ -163,7 +150,7 @@ def _start(port: int, host: str, log, workers: int) -> subprocess.Popen:
 
 
 def run() -> list[Figure]:
-    os.environ["REDIS_URL"] = _bench_redis_url()  # before Django reads its settings
+    os.environ["REDIS_URL"] = redis_database_url(REDIS_DB)  # before Django reads its settings
     fresh_database()
     from django.conf import settings
     from django.db import connections

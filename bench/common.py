@@ -86,6 +86,39 @@ class Stopwatch:
     seconds: float = 0.0
 
 
+def redis_database_url(database: int, url: str | None = None) -> str:
+    """REDIS_URL (or `url`) pointing at Redis database `database`: each benchmark flushes
+    and uses one of its own."""
+    parts = urlsplit(url or os.environ["REDIS_URL"])
+    return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+def wait_for(condition, *, timeout: float, what: str, interval: float = 0.05) -> float:
+    """Poll `condition` until it is true; the seconds that took. RuntimeError after
+    `timeout` seconds."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if condition():
+            return time.monotonic() - started
+        time.sleep(interval)
+    raise RuntimeError(f"timed out after {timeout}s waiting for {what}")
+
+
+def health_answers(port: int, host: str) -> bool:
+    """Does a web server on 127.0.0.1:`port` answer /health/ (any status) for `host`?"""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", "/health/", headers={"Host": host})
+        conn.getresponse().read()
+        return True
+    except OSError:
+        return False
+    finally:
+        conn.close()
+
+
 def celery_publish_to(url: str) -> None:
     """From now on, tasks this process queues go to the broker at `url` (a benchmark's
     own Redis database), where that benchmark's workers listen. Without it they go where

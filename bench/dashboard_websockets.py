@@ -37,9 +37,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-from bench.common import Figure, fresh_database, percentile
+from bench.common import Figure, fresh_database, health_answers, percentile, redis_database_url
 
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_DB = 11
@@ -60,10 +59,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def _bench_redis_url(url: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path=f"/{REDIS_DB}"))
 
 
 # --- client processes (no Django here) -------------------------------------------------
@@ -173,20 +168,6 @@ def _produce(session_id: int, messages: int, interval: float) -> dict[str, float
 # --- processes of the product ----------------------------------------------------------
 
 
-def _answers(port: int, host: str) -> bool:
-    import http.client
-
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        conn.request("GET", "/health/", headers={"Host": host})
-        conn.getresponse().read()
-        return True
-    except OSError:
-        return False
-    finally:
-        conn.close()
-
-
 def _child_env() -> dict[str, str]:
     redis_url = os.environ["REDIS_URL"]
     return {
@@ -223,7 +204,7 @@ def _start_server(port: int, host: str, log) -> subprocess.Popen:
         preexec_fn=_raise_fd_limit,
     )  # fmt: skip
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
-    while not _answers(port, host):
+    while not health_answers(port, host):
         if server.poll() is not None or time.monotonic() > deadline:
             _stop(server)
             log.seek(0)
@@ -274,7 +255,7 @@ def _worker_ready(redis_url: str, timeout: float = 60) -> None:
 def run() -> list[Figure]:
     names = ("REDIS_URL", "DATABASE_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND")
     given = {name: os.environ.get(name) for name in names}
-    redis_url = _bench_redis_url(os.environ["REDIS_URL"])
+    redis_url = redis_database_url(REDIS_DB)
     # Every child (web server, worker, producer) reads these: all on the bench's Redis.
     for name in ("REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"):
         os.environ[name] = redis_url

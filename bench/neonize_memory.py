@@ -44,11 +44,11 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote
 
 import psutil
 
-from bench.common import Figure, fresh_database
+from bench.common import Figure, fresh_database, redis_database_url
 
 SESSIONS = 100
 REDIS_DB = 8
@@ -62,11 +62,6 @@ SAMPLE_SECONDS = 0.5
 CONNECTIONS_HEADROOM = 40
 ROOT = Path(__file__).resolve().parent.parent
 MIB = 1024 * 1024
-
-
-def _bench_redis_url() -> str:
-    parts = urlsplit(os.environ["REDIS_URL"])
-    return urlunsplit(parts._replace(path=f"/{REDIS_DB}"))
 
 
 def _store_url(database: dict) -> str:
@@ -212,7 +207,7 @@ def _tail(log: Path, chars: int = 3000) -> str:
 
 
 def run() -> list[Figure]:
-    os.environ["REDIS_URL"] = _bench_redis_url()  # for the runner process
+    os.environ["REDIS_URL"] = redis_database_url(REDIS_DB)  # for the runner process
     fresh_database()
     from django.conf import settings
     from django.db import connection

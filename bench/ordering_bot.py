@@ -20,9 +20,8 @@ import os
 import threading
 import time
 import uuid
-from urllib.parse import urlsplit, urlunsplit
 
-from bench.common import Figure, fresh_database, percentile
+from bench.common import Figure, fresh_database, percentile, redis_database_url
 
 CUSTOMERS = int(os.environ.get("BENCH_ORDERING_CUSTOMERS", "60"))
 THREADS = 4
@@ -31,8 +30,7 @@ SCRIPT = ["Hi", "1 x 2", "2", "3", "done", "1", "Herzl 10, Tel Aviv", "yes"]
 
 
 def _bench_redis() -> None:
-    parts = urlsplit(os.environ["REDIS_URL"])
-    os.environ["REDIS_URL"] = urlunsplit(parts._replace(path=f"/{REDIS_DB}"))
+    os.environ["REDIS_URL"] = redis_database_url(REDIS_DB)
 
 
 def _setup():

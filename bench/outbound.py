@@ -25,9 +25,15 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-from bench.common import Figure, celery_publish_to, fresh_database, process_tree_cpu_seconds
+from bench.common import (
+    Figure,
+    celery_publish_to,
+    fresh_database,
+    process_tree_cpu_seconds,
+    redis_database_url,
+    wait_for,
+)
 
 MESSAGES = int(os.environ.get("BENCH_OUTBOUND_MESSAGES", "2000"))
 RECIPIENTS = 200
@@ -58,20 +64,6 @@ while True:
 """
 
 
-def _bench_redis_url() -> str:
-    parts = urlsplit(os.environ["REDIS_URL"])
-    return urlunsplit(parts._replace(path=f"/{REDIS_DB}"))
-
-
-def _wait(condition, *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"timed out after {timeout}s waiting for {what}")
-
-
 def _start_standin(account_sid: str, token: str) -> tuple[subprocess.Popen, str]:
     process = subprocess.Popen(
         [sys.executable, "-c", _STANDIN, account_sid, token],
@@ -96,7 +88,7 @@ def _start_workers(
         _spawn_worker(pool, concurrency, conn_max_age, prefetch, standin_url)
         for _ in range(processes)
     ]
-    _wait(
+    wait_for(
         lambda: {h for _, h in started} <= {b.name.split("@")[0] for b in heartbeats_read(WORKERS)},
         timeout=60,
         what="the Celery workers",
@@ -170,13 +162,13 @@ def _sending_seconds(tenant) -> float:
 
     with schema_context(tenant.schema_name):
         sent = Message.objects.filter(status=Message.Status.SENT)
-        _wait(lambda: sent.count() == MESSAGES, timeout=600, what=f"{MESSAGES} messages sent")
+        wait_for(lambda: sent.count() == MESSAGES, timeout=600, what=f"{MESSAGES} messages sent")
         span = sent.aggregate(first=Min("sent_at"), last=Max("sent_at"))
     return (span["last"] - span["first"]).total_seconds()
 
 
 def run() -> list[Figure]:
-    os.environ["REDIS_URL"] = _bench_redis_url()  # for the worker processes
+    os.environ["REDIS_URL"] = redis_database_url(REDIS_DB)  # for the worker processes
     fresh_database()
     from django.conf import settings
     from django_tenants.utils import schema_context

@@ -16,13 +16,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-from bench.common import Figure, fresh_database, percentile
+from bench.common import Figure, fresh_database, percentile, redis_database_url, wait_for
 
 REMINDERS = 100
 SPREAD_SECONDS = 20.0
@@ -30,20 +28,6 @@ LEAD_SECONDS = 15.0  # the first is due this long after creation (the worker sta
 REDIS_DB = 3
 OWNER = "+972501110000"
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _bench_redis_url() -> str:
-    parts = urlsplit(os.environ["REDIS_URL"])
-    return urlunsplit(parts._replace(path=f"/{REDIS_DB}"))
-
-
-def _wait(condition, *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise RuntimeError(f"timed out after {timeout}s waiting for {what}")
 
 
 def _start(command: list[str]) -> subprocess.Popen:
@@ -72,7 +56,7 @@ def _use_broker(url: str) -> None:
 
 
 def run() -> list[Figure]:
-    redis_url = _bench_redis_url()
+    redis_url = redis_database_url(REDIS_DB)
     os.environ["REDIS_URL"] = redis_url  # for the worker and beat
     os.environ.pop("CELERY_BROKER_URL", None)
     os.environ.pop("CELERY_RESULT_BACKEND", None)
@@ -111,7 +95,7 @@ def run() -> list[Figure]:
          "--schedule", "/dev/null"]
     )  # fmt: skip
     try:
-        _wait(
+        wait_for(
             lambda: any(hostname in b.name for b in heartbeats_read(WORKERS)),
             timeout=90,
             what="the Celery worker",
@@ -133,7 +117,7 @@ def run() -> list[Figure]:
                     due_at=start + timedelta(seconds=index * step),
                 )
             sent = OwnerReminder.objects.filter(state=OwnerReminder.State.SENT)
-            _wait(
+            wait_for(
                 lambda: sent.count() == REMINDERS,
                 timeout=LEAD_SECONDS + SPREAD_SECONDS + 120,
                 what=f"{REMINDERS} reminders delivered",

@@ -15,30 +15,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-from bench.common import Figure, fresh_database
+from bench.common import Figure, fresh_database, redis_database_url, wait_for
 
 SESSIONS = 20
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _bench_redis_url() -> str:
-    parts = urlsplit(os.environ["REDIS_URL"])
-    return urlunsplit(parts._replace(path="/3"))
-
-
-def _wait(condition, *, timeout: float, what: str) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if condition():
-            return time.monotonic() - started
-        time.sleep(0.1)
-    raise RuntimeError(f"timed out after {timeout}s waiting for {what}")
-
-
 def run() -> list[Figure]:
-    os.environ["REDIS_URL"] = _bench_redis_url()  # for the runner processes
+    os.environ["REDIS_URL"] = redis_database_url(3)  # for the runner processes
     fresh_database()
     from django.conf import settings
 
@@ -79,7 +64,7 @@ def run() -> list[Figure]:
             connected = WhatsAppSession.objects.filter(pk__in=ids, status=Status.CONNECTED)
             return connected.count() == SESSIONS
 
-        _wait(all_connected, timeout=90, what="every session connected")
+        wait_for(all_connected, timeout=90, what="every session connected")
         owners = leases.lease_owners(ids)
         share = sum(1 for owner in owners.values() if owner == "bench-runner-a")
         print(f"  runner a holds {share} of {SESSIONS} sessions; killing it", flush=True)
@@ -91,7 +76,7 @@ def run() -> list[Figure]:
             held = set(leases.lease_owners(ids).values()) == {"bench-runner-b"}
             return held and all_connected()
 
-        _wait(survivor_holds_all, timeout=90, what="the takeover")
+        wait_for(survivor_holds_all, timeout=90, what="the takeover")
         seconds = time.monotonic() - killed_at
     finally:
         for process in runners.values():

@@ -36,7 +36,6 @@ separate processes speaking raw keep-alive HTTP/1.1 over asyncio (bench.asgi_ser
 from __future__ import annotations
 
 import asyncio
-import http.client
 import multiprocessing
 import os
 import random
@@ -47,12 +46,18 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import urlencode
 
 import psutil
 
 from bench.asgi_servers import _free_port, _read_response, _stop
-from bench.common import Figure, fresh_database, process_tree_cpu_seconds
+from bench.common import (
+    Figure,
+    fresh_database,
+    health_answers,
+    process_tree_cpu_seconds,
+    redis_database_url,
+)
 from bench.common import percentile as _interpolated
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -283,23 +288,6 @@ def percentile(values: list[float], fraction: float) -> float:
 # --- the server
 
 
-def _bench_redis_url() -> str:
-    parts = urlsplit(os.environ["REDIS_URL"])
-    return urlunsplit(parts._replace(path=f"/{REDIS_DB}"))
-
-
-def _answers(port: int) -> bool:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        conn.request("GET", "/health/", headers={"Host": HOST})
-        conn.getresponse().read()
-        return True
-    except OSError:
-        return False
-    finally:
-        conn.close()
-
-
 def _start(workers: int, port: int, log) -> subprocess.Popen:
     command = [sys.executable, *(arg.format(workers=workers, port=port) for arg in SERVER)]
     redis_url = os.environ["REDIS_URL"]  # database 6, set by run()
@@ -314,7 +302,7 @@ def _start(workers: int, port: int, log) -> subprocess.Popen:
     }
     server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
-    while not _answers(port):
+    while not health_answers(port, HOST):
         if server.poll() is not None or time.monotonic() > deadline:
             _stop(server)
             log.seek(0)
@@ -406,7 +394,7 @@ def _measure(workers: int, pool, seed: int) -> tuple[list[Figure], int]:
 
 def run() -> list[Figure]:
     given_redis_url = os.environ["REDIS_URL"]
-    os.environ["REDIS_URL"] = _bench_redis_url()  # for the server processes
+    os.environ["REDIS_URL"] = redis_database_url(REDIS_DB)  # for the server processes
     try:
         return _run()
     finally:  # the benchmarks after this one get the Redis they were given
